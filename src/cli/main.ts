@@ -33,10 +33,15 @@ export async function main(argv: readonly string[], mainIO: MainIO): Promise<num
       outputError: () => {}, // reported once by reportError
     })
     .showHelpAfterError(false);
-  program.addCommand(buildCommand(io));
-  program.addCommand(lsCommand(io));
-  program.addCommand(catCommand(io));
-  program.addCommand(statCommand(io));
+  for (const cmd of [buildCommand(io), lsCommand(io), catCommand(io), statCommand(io)]) {
+    // addCommand() copies no settings: every command must throw, not exit, and print through io.
+    cmd.exitOverride().configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      outputError: () => {},
+    });
+    program.addCommand(cmd);
+  }
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return 0;

@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { InterruptedError } from '../errors.js';
+import { InputError, InterruptedError } from '../errors.js';
 
 /**
  * Random access to the bytes of an ext4 image. The reader reads only through
@@ -68,7 +68,7 @@ export async function openFileByteSource(path: string): Promise<ByteSource> {
   const fh = await open(path, 'r');
   try {
     const st = await fh.stat();
-    if (!st.isFile() && !st.isBlockDevice()) throw Object.assign(new Error(`${path}: not a regular file`), { code: 'EINVAL' });
+    if (!st.isFile()) throw new InputError(`${path}: not a regular file`);
     return new FileByteSource(fh, st.size, path);
   } catch (e) {
     await fh.close();
@@ -81,10 +81,10 @@ export function bufferByteSource(buf: Buffer, name = 'buffer'): ByteSource {
   return {
     size: buf.length,
     name,
-    read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
       checkRange({ size: buf.length, name }, offset, length);
-      if (signal?.aborted) return Promise.reject(new InterruptedError('interrupted'));
-      return Promise.resolve(Buffer.from(buf.subarray(offset, offset + length)));
+      if (signal?.aborted) throw new InterruptedError('interrupted');
+      return Buffer.from(buf.subarray(offset, offset + length));
     },
     close: () => Promise.resolve(),
   };

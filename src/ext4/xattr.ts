@@ -124,6 +124,9 @@ function unpack(area: Buffer, entriesAt: number, base: number): Map<string, Buff
     const index = area.readUInt8(pos + 1);
     const valueOff = area.readUInt16LE(pos + 2);
     const valueSize = area.readUInt32LE(pos + 8);
+    if (pos + ENTRY_HEADER + nameLen > area.length) throw new RangeError('Cannot decode xattrs: name runs past area');
+    // A value kept in a separate inode (ea_inode) is not in this area; reading it here would return garbage.
+    if (area.readUInt32LE(pos + 4) !== 0) throw new RangeError('Cannot decode xattrs: value stored in an EA inode (ea_inode) is not supported');
     const suffix = area.subarray(pos + ENTRY_HEADER, pos + ENTRY_HEADER + nameLen).toString('utf8');
     const start = base + valueOff;
     if (start + valueSize > area.length) throw new RangeError('Cannot decode xattrs: value runs past area');
