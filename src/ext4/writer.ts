@@ -42,8 +42,8 @@ interface Placed {
   nlink: number;
   /** For dirs: parent inode number. */
   parent: number;
-  extents: Extent[];
-  treeBlocks: number[];
+  extents: readonly Extent[];
+  treeBlocks: readonly number[];
   /** Dir blocks, slow symlink block: first block of its contiguous run. */
   ownStart: number;
   ownBlocks: number;
@@ -57,6 +57,8 @@ interface LostFound {
 }
 
 const LOST_FOUND_NAME = 'lost+found' as ByteString;
+/** Shared by the many inodes that have no extents or tree blocks. */
+const NONE: readonly never[] = Object.freeze([]);
 const LOST_FOUND_BLOCKS = 4; // 16 KiB, as mke2fs makes it
 
 /**
@@ -75,7 +77,8 @@ export async function writeMetadata(
   const chunkBlocks = options.chunkSize / BLOCK_SIZE;
   const placed = numberInodes(tree);
   const byIno = new Map<number, Placed>(placed.map((p) => [p.ino, p]));
-  const inodesUsed = Math.max(FIRST_INO, ...placed.map((p) => p.ino));
+  // placed is sorted by inode number (no spread into Math.max: it overflows the stack on big trees).
+  const inodesUsed = Math.max(FIRST_INO, placed[placed.length - 1]!.ino);
 
   // Allocate metadata blocks, in inode order: directory blocks and slow
   // symlinks, then extent-tree blocks, then (shared) xattr blocks.
@@ -89,12 +92,15 @@ export async function writeMetadata(
       next += n;
       p.extents = splitRun(0, p.ownStart, n);
     } else if (p.node.kind === 'file') {
-      p.extents = [...p.node.data.extents];
+      p.extents = p.node.data.extents;
     }
   }
   for (const p of placed) {
     const n = extentTreeBlocks(p.extents.length);
-    for (let i = 0; i < n; i++) p.treeBlocks.push(next++);
+    if (n > 0) {
+      p.treeBlocks = Array.from({ length: n }, (_, i) => next + i);
+      next += n;
+    }
   }
   const xattrBlocks: { at: number; data: Buffer; refs: number }[] = [];
   const openXattrBlocks = new Map<string, { at: number; data: Buffer; refs: number }>();
@@ -275,7 +281,7 @@ function numberInodes(tree: Tree<StoredData>): Placed[] {
   const out: Placed[] = [];
   const seen = new Map<Inode<StoredData>, Placed>();
   const make = (ino: number, node: Inode<StoredData> | LostFound, parent: number): Placed => {
-    const p: Placed = { ino, node, nlink: node.kind === 'dir' || node.kind === 'lost+found' ? 2 : 0, parent, extents: [], treeBlocks: [], ownStart: 0, ownBlocks: 0, xattrInline: undefined, xattrBlock: 0 };
+    const p: Placed = { ino, node, nlink: node.kind === 'dir' || node.kind === 'lost+found' ? 2 : 0, parent, extents: NONE, treeBlocks: NONE, ownStart: 0, ownBlocks: 0, xattrInline: undefined, xattrBlock: 0 };
     out.push(p);
     return p;
   };

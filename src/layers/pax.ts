@@ -82,6 +82,8 @@ export interface PaxFields {
  * An empty value in the entry's own records cancels the key (POSIX: the
  * header field or global value applies again), except for xattrs.
  */
+const NO_XATTRS: ReadonlyMap<string, Buffer> = new Map();
+
 export function paxFields(globals: ReadonlyMap<string, Buffer>, local: readonly PaxRecord[]): PaxFields {
   const merged = new Map(globals);
   for (const [k, v] of local) {
@@ -108,7 +110,8 @@ export function paxFields(globals: ReadonlyMap<string, Buffer>, local: readonly 
     ...(uid !== undefined ? { uid } : {}),
     ...(gid !== undefined ? { gid } : {}),
     ...(mt !== undefined ? { mtime: parsePaxTime(mt.toString('latin1')) } : {}),
-    xattrs,
+    // One shared empty map: most entries have no xattrs, and a Map per file adds up over 100k files.
+    xattrs: xattrs.size > 0 ? xattrs : NO_XATTRS,
     local,
     merged,
   };

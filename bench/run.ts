@@ -1,0 +1,64 @@
+/**
+ * `npm run bench [-- [build] [big] [dedup] [--runs N] [--no-naive]]`: runs the named
+ * benchmarks (all by default), prints a summary on stdout (progress goes to
+ * stderr) and merges the numbers into bench/results/build.json.
+ */
+import { benchBig, memoryRow, printMemoryTable, type BigResult } from './big.js';
+import { benchBuild, printBuildTable, type BuildRun } from './build.js';
+import { benchDedup, printDedupTable, type DedupPair } from './dedup.js';
+import { loadResults, log, saveResults, settings, timed } from './util.js';
+
+const ALL = ['build', 'big', 'dedup'] as const;
+type Name = (typeof ALL)[number];
+
+function parseArgs(argv: readonly string[]): Name[] {
+  const names: Name[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--runs') {
+      const n = Number(argv[++i]);
+      if (!Number.isInteger(n) || n < 1) throw new Error(`--runs wants a positive integer, got ${argv[i]}`);
+      settings.runs = n;
+    } else if (a === '--no-naive') {
+      settings.naive = false;
+    } else if ((ALL as readonly string[]).includes(a)) {
+      names.push(a as Name);
+    } else {
+      throw new Error(`unknown benchmark ${JSON.stringify(a)}: want any of ${ALL.join(', ')}, --runs N and --no-naive`);
+    }
+  }
+  return names.length > 0 ? names : [...ALL];
+}
+
+async function main(): Promise<void> {
+  const names = parseArgs(process.argv.slice(2));
+  const previous = await loadResults();
+  const sections: Record<string, unknown> = {};
+  const { seconds } = await timed(async () => {
+    if (names.includes('build')) sections['build'] = await benchBuild();
+    if (names.includes('big')) sections['big'] = (await benchBig()) ?? null;
+    if (names.includes('dedup')) sections['dedup'] = await benchDedup();
+  });
+  const file = await saveResults(sections);
+
+  // The summary shows this run's numbers, and the last saved ones for benchmarks not run now.
+  const build = (sections['build'] ?? previous['build'] ?? []) as BuildRun[];
+  const big = (sections['big'] ?? previous['big'] ?? null) as BigResult | null;
+  const dedup = (sections['dedup'] ?? previous['dedup'] ?? []) as DedupPair[];
+  console.log(`\n=== chunkyard benchmarks (${settings.runs} runs each; ran ${names.join(', ')} in ${seconds.toFixed(0)}s; others from ${file}) ===`);
+  const runs = [...build, ...(big ? [big] : [])];
+  if (runs.length > 0) {
+    printBuildTable('Build vs decompression floor (seconds are medians; "min" is the fastest build run)', runs);
+    console.log('  floor = fastest single-threaded gunzip of the same blobs; naive = umoci unpack + mke2fs -d');
+    printMemoryTable([...runs.map(memoryRow), ...(big?.parts ?? [])]);
+  }
+  if (dedup.length > 0) printDedupTable(dedup);
+  log(`results written to ${file}`);
+}
+
+try {
+  await main();
+} catch (e) {
+  log(`failed: ${(e as Error).message}`);
+  process.exitCode = 1;
+}
