@@ -11,12 +11,37 @@ export * from './errors.js';
 export type { BuildOptions, BuildSummary, BuildProgress, ShadowedData } from './build/build.js';
 export { buildToSink, buildToFile, DEFAULT_CHUNK_SIZE } from './build/build.js';
 export { parseImageReference } from './source/transports.js';
+import type { ImageSource } from './source/source.js';
 export type { ImageSource, ImageReference, Layer, Platform } from './source/source.js';
+export { convertImage, statsImages, manifestFromImage, S3_STANDARD_PRICES } from './convert/convert.js';
+export type { ConvertOptions, ConvertResult, StatsReport, ImageReport, Prices } from './convert/convert.js';
+export { verifyImage } from './convert/verify.js';
+export type { VerifyOptions, VerifyReport, Problem } from './convert/verify.js';
+export { extractImage } from './convert/extract.js';
+export { resolveRef, fetchManifest } from './convert/ref.js';
+export { StoreByteSource } from './convert/store-source.js';
+export { openStore } from './store/open.js';
+export type { Store } from './store/store.js';
+export { generateKeys, loadKeys, writeKeyFile } from './keys/keys.js';
+export type { Keys } from './keys/keys.js';
+export { Ext4Reader } from './ext4/reader.js';
+export { openFileByteSource } from './ext4/byte-source.js';
+export type { ByteSource } from './ext4/byte-source.js';
+export { VERSION } from './version.js';
 
 export interface BuildImageOptions extends Omit<BuildOptions, 'chunkSize'> {
   /** os/arch[/variant] @default 'linux/amd64' */
   readonly platform?: string;
   readonly chunkSize?: number;
+}
+
+/** Opens an image: a transport reference (`oci:DIR:TAG`, …) or a path that is detected. */
+export async function openImage(source: string, options: { readonly platform?: string; readonly signal?: AbortSignal } = {}): Promise<ImageSource> {
+  const ref = parseImageReference(source);
+  return ref.open({
+    platform: parsePlatform(options.platform ?? 'linux/amd64'),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
 }
 
 /** Opens `source` (a transport reference or a path) and builds its ext4 image into `outPath`. */
@@ -27,11 +52,7 @@ export async function buildImage(source: string, outPath: string, options: Build
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const ref = parseImageReference(source);
-  const image = await ref.open({
-    platform: parsePlatform(options.platform ?? 'linux/amd64'),
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
+  const image = await openImage(source, options);
   try {
     const { platform: _p, ...rest } = options;
     return await buildToFile(image, outPath, { ...rest, ...(chunkSize !== undefined ? { chunkSize } : {}) });

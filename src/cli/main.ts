@@ -4,6 +4,10 @@ import { reportError } from './exit.js';
 import type { CliIO } from './io.js';
 import { buildCommand } from './commands/build.js';
 import { lsCommand, catCommand, statCommand } from './commands/inspect.js';
+import { convertCommand, statsCommand } from './commands/convert.js';
+import { verifyCommand, extractCommand } from './commands/verify.js';
+import { keygenCommand } from './commands/keygen.js';
+import { VERSION } from '../version.js';
 
 export interface MainIO {
   readonly stdout: Writable & { isTTY?: boolean };
@@ -25,7 +29,7 @@ export async function main(argv: readonly string[], mainIO: MainIO): Promise<num
   const json = argv.includes('--json');
   const program = new Command('chunkyard')
     .description('Turn container images into deterministic, chunked ext4 block images for on-demand loading')
-    .version('0.1.0')
+    .version(VERSION)
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
@@ -33,7 +37,7 @@ export async function main(argv: readonly string[], mainIO: MainIO): Promise<num
       outputError: () => {}, // reported once by reportError
     })
     .showHelpAfterError(false);
-  for (const cmd of [buildCommand(io), lsCommand(io), catCommand(io), statCommand(io)]) {
+  for (const cmd of [buildCommand(io), convertCommand(io), statsCommand(io), verifyCommand(io), extractCommand(io), keygenCommand(io), lsCommand(io), catCommand(io), statCommand(io)]) {
     // addCommand() copies no settings: every command must throw, not exit, and print through io.
     cmd.exitOverride().configureOutput({
       writeOut: (s) => io.stdout.write(s),

@@ -9,12 +9,20 @@ import { openFileByteSource } from '../../ext4/byte-source.js';
 import { Ext4Reader, type Ext4Kind, type Ext4Stat, type Ext4Time } from '../../ext4/reader.js';
 import { byteStringToDisplay, utf8ToByteString, type ByteString } from '../../layers/bytes.js';
 import type { CliIO } from '../io.js';
+import { fetchManifest } from '../../convert/ref.js';
+import { StoreByteSource } from '../../convert/store-source.js';
+import { manifestSalt, openManifest } from '../../manifest/seal.js';
+import { addKeyOption, addStoreOptions, keysFrom, storeFrom, type KeyFlags, type StoreFlags } from '../store-options.js';
 
 /**
  * Opens what the user named as an image. Today: a local ext4 image file.
  * (The place to add `REF --store URL`: a manifest's chunk fetcher is a ByteSource too.)
  */
-export async function openImageForInspect(image: string, opts: { readonly signal?: AbortSignal } = {}): Promise<Ext4Reader> {
+export async function openImageForInspect(
+  image: string,
+  opts: { readonly signal?: AbortSignal; readonly io?: CliIO; readonly flags?: StoreFlags & KeyFlags } = {},
+): Promise<Ext4Reader> {
+  if (opts.flags?.store !== undefined && opts.io) return openPublished(image, opts.io, opts.flags);
   let src;
   try {
     src = await openFileByteSource(image);
@@ -32,9 +40,25 @@ export async function openImageForInspect(image: string, opts: { readonly signal
   }
 }
 
+/** REF --store URL: a published image, read through its chunks (only those the command touches are fetched). */
+async function openPublished(ref: string, io: CliIO, flags: StoreFlags & KeyFlags): Promise<Ext4Reader> {
+  const keys = await keysFrom(flags, io);
+  const store = await storeFrom(flags, io);
+  try {
+    const { digest, manifest } = await fetchManifest(store, ref, io.signal);
+    const opened = openManifest(manifest.bytes, keys.manifestKey);
+    const src = new StoreByteSource(store, opened.header, opened.chunks, manifestSalt(opened.header, keys.salt), { name: `${ref} (${digest})` });
+    const closing = { ...src, size: src.size, name: src.name, read: src.read.bind(src), close: async () => { await src.close(); await store.close(); } };
+    return await Ext4Reader.open(closing, { signal: io.signal });
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+}
+
 // --- ls -------------------------------------------------------------------------------
 
-interface LsFlags {
+interface LsFlags extends StoreFlags, KeyFlags {
   long?: boolean;
   recursive?: boolean;
   json?: boolean;
@@ -43,13 +67,13 @@ interface LsFlags {
 export function lsCommand(io: CliIO): Command {
   return inspectCommand('ls', io)
     .description('list a directory (or show a file) inside an ext4 image')
-    .argument('<image>', 'ext4 image file')
+    .argument('<image>', 'ext4 image file, or REF (digest or tag) with --store')
     .argument('[path]', 'path inside the image', '/')
     .option('-l, --long', 'long format: mode, links, uid, gid, size, mtime, name (symlinks not followed)')
     .option('-R, --recursive', 'list subdirectories recursively')
     .option('--json', 'print a JSON array of {path, type, mode, uid, gid, size, nlink, mtime, target?, rdev?}')
     .action(async (image: string, path: string, flags: LsFlags) => {
-      const reader = await openImageForInspect(image, { signal: io.signal });
+      const reader = await openImageForInspect(image, { signal: io.signal, io, flags });
       try {
         await runLs(io, reader, utf8ToByteString(path), flags);
       } finally {
@@ -174,10 +198,10 @@ function formatRows(rows: readonly Listed[], long: boolean): string {
 export function catCommand(io: CliIO): Command {
   return inspectCommand('cat', io)
     .description('write files from inside an ext4 image to stdout')
-    .argument('<image>', 'ext4 image file')
+    .argument('<image>', 'ext4 image file, or REF (digest or tag) with --store')
     .argument('<path...>', 'file paths inside the image (symlinks followed)')
-    .action(async (image: string, paths: string[]) => {
-      const reader = await openImageForInspect(image, { signal: io.signal });
+    .action(async (image: string, paths: string[], flags: StoreFlags & KeyFlags) => {
+      const reader = await openImageForInspect(image, { signal: io.signal, io, flags });
       try {
         for (const p of paths) {
           const path = utf8ToByteString(p);
@@ -202,7 +226,7 @@ export function catCommand(io: CliIO): Command {
 
 // --- stat ------------------------------------------------------------------------------
 
-interface StatFlags {
+interface StatFlags extends StoreFlags, KeyFlags {
   dereference?: boolean;
   json?: boolean;
 }
@@ -210,12 +234,12 @@ interface StatFlags {
 export function statCommand(io: CliIO): Command {
   return inspectCommand('stat', io)
     .description('show an inode inside an ext4 image: type, mode, owner, size, times, xattrs, extents')
-    .argument('<image>', 'ext4 image file')
+    .argument('<image>', 'ext4 image file, or REF (digest or tag) with --store')
     .argument('<path>', 'path inside the image')
     .option('-L, --dereference', 'follow a final symlink')
     .option('--json', 'print one JSON object')
     .action(async (image: string, p: string, flags: StatFlags) => {
-      const reader = await openImageForInspect(image, { signal: io.signal });
+      const reader = await openImageForInspect(image, { signal: io.signal, io, flags });
       try {
         const path = utf8ToByteString(p);
         const ino = await reader.lookup(path, { followFinalSymlink: flags.dereference === true, signal: io.signal });
@@ -278,7 +302,7 @@ function statText(path: ByteString, st: Ext4Stat, target: ByteString | undefined
 
 /** Subcommands added with addCommand inherit nothing: set error handling and output here. */
 function inspectCommand(name: string, io: CliIO): Command {
-  return new Command(name)
+  return addKeyOption(addStoreOptions(new Command(name)))
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),

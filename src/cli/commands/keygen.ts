@@ -1,0 +1,29 @@
+import { Command } from 'commander';
+import { dirname } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { generateKeys, keyId, writeKeyFile } from '../../keys/keys.js';
+import { generateSigningKey, writeSigningKeyFiles } from '../../keys/signing.js';
+import type { CliIO } from '../io.js';
+import { defaultKeyFile } from '../store-options.js';
+
+export function keygenCommand(io: CliIO): Command {
+  return new Command('keygen')
+    .description('write a new key file (manifest key and dedup salt), mode 0600')
+    .option('-o, --output <file>', 'where to write it (default: ~/.config/chunkyard/key.json)')
+    .option('--signing', 'write an Ed25519 signing key pair instead (FILE and FILE.pub)')
+    .option('--force', 'replace an existing file')
+    .option('--json', 'print {file, keyId} as JSON')
+    .action(async (flags: { output?: string; signing?: boolean; force?: boolean; json?: boolean }) => {
+      const file = flags.output ?? defaultKeyFile(io.env);
+      await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+      if (flags.signing) {
+        const fingerprint = await writeSigningKeyFiles(file, await generateSigningKey(), { force: flags.force === true });
+        io.stdout.write(flags.json ? JSON.stringify({ file, publicKey: `${file}.pub`, signer: fingerprint }) + '\n' : `wrote ${file} and ${file}.pub (signer ${fingerprint})\n`);
+        return;
+      }
+      const keys = generateKeys();
+      await writeKeyFile(file, keys, { force: flags.force === true });
+      const id = keyId(keys.manifestKey);
+      io.stdout.write(flags.json ? JSON.stringify({ file, keyId: id }) + '\n' : `wrote ${file} (key ${id}); keep it safe: without it your images cannot be read\n`);
+    });
+}
