@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { dirname } from 'node:path';
 import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { generateKeys, keyId, writeKeyFile } from '../../keys/keys.js';
 import { generateSigningKey, writeSigningKeyFiles } from '../../keys/signing.js';
 import type { CliIO } from '../io.js';
@@ -12,9 +13,14 @@ export function keygenCommand(io: CliIO): Command {
     .option('-o, --output <file>', 'where to write it (default: ~/.config/chunkyard/key.json)')
     .option('--signing', 'write an Ed25519 signing key pair instead (FILE and FILE.pub)')
     .option('--force', 'replace an existing file')
+    .option('--if-missing', 'do nothing if the file already exists (for scripts)')
     .option('--json', 'print {file, keyId} as JSON')
-    .action(async (flags: { output?: string; signing?: boolean; force?: boolean; json?: boolean }) => {
+    .action(async (flags: { output?: string; signing?: boolean; force?: boolean; ifMissing?: boolean; json?: boolean }) => {
       const file = flags.output ?? defaultKeyFile(io.env);
+      if (flags.ifMissing && existsSync(file)) {
+        io.stdout.write(flags.json ? JSON.stringify({ file, existing: true }) + '\n' : `${file} exists; left as it is\n`);
+        return;
+      }
       await mkdir(dirname(file), { recursive: true, mode: 0o700 });
       if (flags.signing) {
         const fingerprint = await writeSigningKeyFiles(file, await generateSigningKey(), { force: flags.force === true });
