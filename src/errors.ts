@@ -7,9 +7,12 @@ export type ErrorCode = 'usage' | 'input' | 'not-found' | 'integrity' | 'store' 
 export abstract class ChunkyardError extends Error {
   abstract readonly code: ErrorCode;
   abstract readonly exitCode: number;
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /** The command already printed its own JSON report of this failure on stdout. */
+  readonly reportedOnStdout: boolean;
+  constructor(message: string, options?: { cause?: unknown; reportedOnStdout?: boolean }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = new.target.name;
+    this.reportedOnStdout = options?.reportedOnStdout === true;
   }
 }
 

@@ -29,7 +29,8 @@ export function reportError(err: unknown, io: CliIO, json: boolean): number {
     exitCode = 1;
     message = err instanceof Error ? (err.stack ?? err.message) : String(err);
   }
-  if (json) io.stdout.write(JSON.stringify({ error: { code, message } }) + '\n');
+  const reported = err instanceof ChunkyardError && err.reportedOnStdout;
+  if (json && !reported) io.stdout.write(JSON.stringify({ error: { code, message } }) + '\n');
   io.stderr.write(`chunkyard: ${firstLine(message, code === 'internal')}\n`);
   return exitCode;
 }

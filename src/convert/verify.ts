@@ -1,9 +1,11 @@
 import type { KeyObject } from 'node:crypto';
+import type { ShadowedData } from '../build/build.js';
 import { checkChunkName, openChunk, type ChunkRef } from '../chunks/seal.js';
 import { ChunkyardError, IntegrityError, UsageError } from '../errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import type { Keys } from '../keys/keys.js';
 import { manifestSalt, openManifest } from '../manifest/seal.js';
+import { parseManifest, type ParsedManifest } from '../manifest/schema.js';
 import { manifestSigner, verifySignature } from '../manifest/sign.js';
 import type { Digest } from '../source/digest.js';
 import type { ImageSource } from '../source/source.js';
@@ -43,6 +45,11 @@ export interface VerifyOptions {
   readonly publicKey?: KeyObject;
   /** Rebuild from this source and require the identical manifest (needs the key). */
   readonly rebuild?: ImageSource;
+  /**
+   * Build options the image was converted with, for the rebuild: they shape
+   * the filesystem but are not recorded in the manifest. @default keep, 0
+   */
+  readonly rebuildOptions?: { readonly shadowed?: ShadowedData; readonly headroom?: number };
   readonly concurrency?: number;
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: { readonly checked: number; readonly total: number }) => void;
@@ -102,7 +109,8 @@ export async function verifyImage(store: Store, ref: string, options: VerifyOpti
       if (!(e instanceof IntegrityError)) throw e;
       corrupt++;
       const kind = /plaintext/.test(e.message) ? 'bad-plaintext' : 'corrupt-chunk';
-      problems.push({ kind, message: `chunk ${index} at offset ${where.offset}: ${e.message}`, ...where });
+      // openChunk names the chunk by id only; say where it sits, in the same words as a missing one.
+      problems.push({ kind, message: `chunk ${index} at offset ${where.offset} (${r.id}): ${e.message.replace(`chunk ${r.id}: `, '')}`, ...where });
     }
   }, signal);
   let filesystemInodes: number | undefined;
@@ -127,10 +135,19 @@ export async function verifyImage(store: Store, ref: string, options: VerifyOpti
   let rebuild: VerifyReport['rebuild'];
   if (options.rebuild) {
     if (!keys) throw new UsageError('--rebuild needs the key (--key-file or CHUNKYARD_KEY)');
-    const again = await manifestFromImage(options.rebuild, { keys, chunkSize, ...(signal ? { signal } : {}) });
+    const { shadowed, headroom } = options.rebuildOptions ?? {};
+    const again = await manifestFromImage(options.rebuild, {
+      keys,
+      chunkSize,
+      ...(shadowed !== undefined ? { shadowed } : {}),
+      ...(headroom !== undefined ? { headroom } : {}),
+      ...(signal ? { signal } : {}),
+    });
     const stored = manifest.layout.signatureAt === null ? manifest.bytes : manifest.bytes.subarray(0, manifest.layout.signatureAt);
     rebuild = again.equals(stored) ? 'identical' : 'different';
-    if (rebuild === 'different') problems.push({ kind: 'rebuild', message: 'a rebuild from the source gives a different manifest' });
+    if (rebuild === 'different') {
+      problems.push({ kind: 'rebuild', message: `a rebuild from the source gives a different manifest: ${rebuildDifference(manifest, parseManifest(again))}` });
+    }
   }
   problems.sort((a, b) => (a.index ?? -1) - (b.index ?? -1));
   return {
@@ -144,4 +161,26 @@ export async function verifyImage(store: Store, ref: string, options: VerifyOpti
     ...(rebuild !== undefined ? { rebuild } : {}),
     problems,
   };
+}
+
+/** What first differs between the stored manifest and the rebuilt one, in words (no key needed). */
+function rebuildDifference(stored: ParsedManifest, again: ParsedManifest): string {
+  const a = stored.header;
+  const b = again.header;
+  if (a.source.manifestDigest !== b.source.manifestDigest) {
+    return `the source is another image (its manifest is ${b.source.manifestDigest}, the stored one names ${a.source.manifestDigest})`;
+  }
+  if (a.filesystem.size !== b.filesystem.size) {
+    return `the filesystem is ${b.filesystem.size} bytes, the stored one ${a.filesystem.size} (was it converted with another --headroom?)`;
+  }
+  let differ = 0;
+  let first = -1;
+  for (let i = 0; i < a.chunks.count; i++) {
+    if (stored.chunks[i] !== again.chunks[i]) {
+      differ++;
+      if (first < 0) first = i;
+    }
+  }
+  if (differ > 0) return `${differ} of ${a.chunks.count} chunks differ, the first at index ${first} (was it converted with another --shadowed?)`;
+  return 'the headers differ (another chunkyard version, or runtime settings)';
 }

@@ -58,9 +58,11 @@ export function convertCommand(io: CliIO): Command {
     const keys = await keysFrom(flags, io);
     const signingKey = flags.signKey !== undefined ? await loadSigningKey(flags.signKey) : undefined;
     const store = await storeFrom(flags, io);
-    const image = await openImage(source, { platform: flags.platform, signal: io.signal });
+    let image;
     const progress = new Progress(io);
     try {
+      // Opened inside the try, so a bad source still closes the store.
+      image = await openImage(source, { platform: flags.platform, signal: io.signal });
       if (flags.dryRun) {
         const report = await statsImages([image], { store, keys, ...opts, signal: io.signal });
         printStats(io, report, flags.json === true);
@@ -79,7 +81,7 @@ export function convertCommand(io: CliIO): Command {
       printConvert(io, result, flags.json === true);
     } finally {
       progress.done();
-      await image.close();
+      await image?.close();
       await store.close();
     }
   });

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { generateKeys, keyId, writeKeyFile } from '../../keys/keys.js';
@@ -7,16 +7,22 @@ import { generateSigningKey, writeSigningKeyFiles } from '../../keys/signing.js'
 import type { CliIO } from '../io.js';
 import { defaultKeyFile } from '../store-options.js';
 
+/** `signing.pem` beside the default key file. */
+function defaultSigningKeyFile(env: CliIO['env']): string {
+  return join(dirname(defaultKeyFile(env)), 'signing.pem');
+}
+
 export function keygenCommand(io: CliIO): Command {
   return new Command('keygen')
     .description('write a new key file (manifest key and dedup salt), mode 0600')
-    .option('-o, --output <file>', 'where to write it (default: ~/.config/chunkyard/key.json)')
+    .option('-o, --output <file>', 'where to write it (default: ~/.config/chunkyard/key.json, with --signing ~/.config/chunkyard/signing.pem)')
     .option('--signing', 'write an Ed25519 signing key pair instead (FILE and FILE.pub)')
     .option('--force', 'replace an existing file')
     .option('--if-missing', 'do nothing if the file already exists (for scripts)')
     .option('--json', 'print {file, keyId} as JSON')
     .action(async (flags: { output?: string; signing?: boolean; force?: boolean; ifMissing?: boolean; json?: boolean }) => {
-      const file = flags.output ?? defaultKeyFile(io.env);
+      // The signing key never defaults to the key file's path: a PEM there would break every command that reads the key.
+      const file = flags.output ?? (flags.signing ? defaultSigningKeyFile(io.env) : defaultKeyFile(io.env));
       if (flags.ifMissing && existsSync(file)) {
         io.stdout.write(flags.json ? JSON.stringify({ file, existing: true }) + '\n' : `${file} exists; left as it is\n`);
         return;

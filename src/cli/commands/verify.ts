@@ -1,9 +1,9 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { loadPublicKey } from '../../keys/signing.js';
 import { extractImage, openImage, verifyImage } from '../../index.js';
-import { IntegrityError } from '../../errors.js';
+import { IntegrityError, UsageError } from '../../errors.js';
 import type { CliIO } from '../io.js';
-import { formatBytes } from '../options.js';
+import { formatBytes, parseChoice, parsePercent } from '../options.js';
 import { Progress } from '../progress.js';
 import { addKeyOption, addStoreOptions, keysFrom, optionalKeysFrom, storeFrom, type KeyFlags, type StoreFlags } from '../store-options.js';
 
@@ -14,20 +14,33 @@ export function verifyCommand(io: CliIO): Command {
     .option('--public-key <file>', 'check the manifest signature with this Ed25519 public key')
     .option('--rebuild <source>', 'rebuild from the source image and require an identical manifest (needs the key)')
     .option('--platform <os/arch[/variant]>', 'with --rebuild: member of a multi-platform image', 'linux/amd64')
+    // Not recorded in the manifest, so a rebuild must be told what convert was.
+    .addOption(new Option('--shadowed <mode>', 'with --rebuild: the --shadowed the image was converted with').choices(['keep', 'zero']))
+    .option('--headroom <percent>', 'with --rebuild: the --headroom the image was converted with')
     .option('--json', 'print a JSON report');
   addStoreOptions(cmd);
   addKeyOption(cmd);
-  return cmd.action(async (ref: string, flags: StoreFlags & KeyFlags & { publicKey?: string; rebuild?: string; platform: string; json?: boolean }) => {
+  type Flags = StoreFlags & KeyFlags & { publicKey?: string; rebuild?: string; platform: string; shadowed?: string; headroom?: string; json?: boolean };
+  return cmd.action(async (ref: string, flags: Flags) => {
+    if (flags.rebuild === undefined && (flags.shadowed !== undefined || flags.headroom !== undefined)) {
+      throw new UsageError('--shadowed and --headroom only apply with --rebuild');
+    }
+    const rebuildOptions = {
+      ...(flags.shadowed !== undefined ? { shadowed: parseChoice(flags.shadowed, '--shadowed', ['keep', 'zero'] as const) } : {}),
+      ...(flags.headroom !== undefined ? { headroom: parsePercent(flags.headroom, '--headroom') } : {}),
+    };
     const keys = await optionalKeysFrom(flags, io);
     const publicKey = flags.publicKey !== undefined ? await loadPublicKey(flags.publicKey) : undefined;
     const store = await storeFrom(flags, io);
-    const rebuild = flags.rebuild !== undefined ? await openImage(flags.rebuild, { platform: flags.platform, signal: io.signal }) : undefined;
+    let rebuild;
     const progress = new Progress(io);
     try {
+      // Opened inside the try, so a bad source still closes the store.
+      rebuild = flags.rebuild !== undefined ? await openImage(flags.rebuild, { platform: flags.platform, signal: io.signal }) : undefined;
       const r = await verifyImage(store, ref, {
         ...(keys ? { keys } : {}),
         ...(publicKey ? { publicKey } : {}),
-        ...(rebuild ? { rebuild } : {}),
+        ...(rebuild ? { rebuild, rebuildOptions } : {}),
         signal: io.signal,
         onProgress: (p) => progress.update(`chunks ${p.checked}/${p.total}`),
       });
@@ -45,7 +58,7 @@ export function verifyCommand(io: CliIO): Command {
         ];
         io.stdout.write(`${r.manifest}: ${r.ok ? 'OK' : `${r.problems.length} problem(s)`}; ${parts.join(', ')}\n`);
       }
-      if (!r.ok) throw new IntegrityError(`verify ${ref}: ${r.problems.length} problem(s), first: ${r.problems[0]!.message}`);
+      if (!r.ok) throw new IntegrityError(`verify ${ref}: ${r.problems.length} problem(s), first: ${r.problems[0]!.message}`, { reportedOnStdout: flags.json === true });
     } finally {
       progress.done();
       await rebuild?.close();
