@@ -1,14 +1,16 @@
 /**
- * `npm run bench [-- [build] [big] [dedup] [--runs N] [--no-naive]]`: runs the named
- * benchmarks (all by default), prints a summary on stdout (progress goes to
- * stderr) and merges the numbers into bench/results/build.json.
+ * `npm run bench [-- [build] [big] [dedup] [convert] [--runs N] [--no-naive]]`: runs
+ * the named benchmarks (all by default), prints a summary on stdout (progress
+ * goes to stderr) and merges the numbers into bench/results/build.json
+ * (convert's into bench/results/convert.json).
  */
 import { benchBig, memoryRow, printMemoryTable, type BigResult } from './big.js';
 import { benchBuild, printBuildTable, type BuildRun } from './build.js';
+import { benchConvert, printConvertTables, type ConvertBench } from './convert.js';
 import { benchDedup, printDedupTable, type DedupPair } from './dedup.js';
-import { loadResults, log, saveResults, settings, timed } from './util.js';
+import { loadResults, log, resultsFile, saveResults, settings, timed } from './util.js';
 
-const ALL = ['build', 'big', 'dedup'] as const;
+const ALL = ['build', 'big', 'dedup', 'convert'] as const;
 type Name = (typeof ALL)[number];
 
 function parseArgs(argv: readonly string[]): Name[] {
@@ -33,13 +35,18 @@ function parseArgs(argv: readonly string[]): Name[] {
 async function main(): Promise<void> {
   const names = parseArgs(process.argv.slice(2));
   const previous = await loadResults();
+  const previousConvert = await loadResults('convert');
   const sections: Record<string, unknown> = {};
+  const convertSections: Record<string, unknown> = {};
   const { seconds } = await timed(async () => {
     if (names.includes('build')) sections['build'] = await benchBuild();
     if (names.includes('big')) sections['big'] = (await benchBig()) ?? null;
     if (names.includes('dedup')) sections['dedup'] = await benchDedup();
+    if (names.includes('convert')) convertSections['convert'] = await benchConvert();
   });
-  const file = await saveResults(sections);
+  // Only a file whose benchmarks ran is rewritten (its `runs` and `updated` describe the numbers in it).
+  const file = Object.keys(sections).length > 0 ? await saveResults(sections) : resultsFile();
+  const convertFile = Object.keys(convertSections).length > 0 ? await saveResults(convertSections, 'convert') : resultsFile('convert');
 
   // The summary shows this run's numbers, and the last saved ones for benchmarks not run now.
   const build = (sections['build'] ?? previous['build'] ?? []) as BuildRun[];
@@ -53,7 +60,9 @@ async function main(): Promise<void> {
     printMemoryTable([...runs.map(memoryRow), ...(big?.parts ?? [])]);
   }
   if (dedup.length > 0) printDedupTable(dedup);
-  log(`results written to ${file}`);
+  const convert = (convertSections['convert'] ?? previousConvert['convert'] ?? null) as ConvertBench | null;
+  if (convert) printConvertTables(convert);
+  log(`results in ${file} and ${convertFile}`);
 }
 
 try {

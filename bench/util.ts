@@ -219,24 +219,25 @@ function fmt(x: number): string {
   return Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2);
 }
 
-export function resultsFile(): string {
-  return path.join(repoRoot(), 'bench', 'results', 'build.json');
+/** bench/results/NAME.json (`build` holds build, big and dedup; `convert` the convert benchmark). */
+export function resultsFile(name = 'build'): string {
+  return path.join(repoRoot(), 'bench', 'results', `${name}.json`);
 }
 
-/** Merges `sections` into bench/results/build.json (sections not run this time keep their last values). */
-export async function saveResults(sections: Record<string, unknown>): Promise<string> {
-  const file = resultsFile();
+/** Merges `sections` into bench/results/NAME.json (sections not run this time keep their last values). */
+export async function saveResults(sections: Record<string, unknown>, name = 'build'): Promise<string> {
+  const file = resultsFile(name);
   await mkdir(path.dirname(file), { recursive: true });
-  const old = await loadResults();
+  const old = await loadResults(name);
   const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', node: process.version, memMiB: Math.round(os.totalmem() / MiB) };
   const merged = { ...old, ...sections, machine, runs: settings.runs, updated: new Date().toISOString() };
   await writeFile(file, JSON.stringify(merged, null, 2) + '\n');
   return file;
 }
 
-export async function loadResults(): Promise<Record<string, unknown>> {
+export async function loadResults(name = 'build'): Promise<Record<string, unknown>> {
   try {
-    return JSON.parse(await readFile(resultsFile(), 'utf8')) as Record<string, unknown>;
+    return JSON.parse(await readFile(resultsFile(name), 'utf8')) as Record<string, unknown>;
   } catch {
     return {};
   }
