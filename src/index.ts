@@ -12,6 +12,9 @@ export type { BuildOptions, BuildSummary, BuildProgress, ShadowedData } from './
 export { buildToSink, buildToFile, DEFAULT_CHUNK_SIZE } from './build/build.js';
 export { parseImageReference } from './source/transports.js';
 import type { ImageSource } from './source/source.js';
+import type { RegistryOptions } from './source/registry/client.js';
+export type { RegistryOptions } from './source/registry/client.js';
+export type { CredentialOptions } from './source/registry/auth.js';
 export type { ImageSource, ImageReference, Layer, Platform } from './source/source.js';
 export { convertImage, statsImages, manifestFromImage, S3_STANDARD_PRICES } from './convert/convert.js';
 export type { ConvertOptions, ConvertResult, StatsReport, ImageReport, Prices } from './convert/convert.js';
@@ -33,14 +36,20 @@ export interface BuildImageOptions extends Omit<BuildOptions, 'chunkSize'> {
   /** os/arch[/variant] @default 'linux/amd64' */
   readonly platform?: string;
   readonly chunkSize?: number;
+  /** For `docker://` sources: TLS, credentials, retries. */
+  readonly registry?: RegistryOptions;
 }
 
 /** Opens an image: a transport reference (`oci:DIR:TAG`, …) or a path that is detected. */
-export async function openImage(source: string, options: { readonly platform?: string; readonly signal?: AbortSignal } = {}): Promise<ImageSource> {
+export async function openImage(
+  source: string,
+  options: { readonly platform?: string; readonly signal?: AbortSignal; readonly registry?: RegistryOptions } = {},
+): Promise<ImageSource> {
   const ref = parseImageReference(source);
   return ref.open({
     platform: parsePlatform(options.platform ?? 'linux/amd64'),
     ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.registry !== undefined ? { registry: options.registry } : {}),
   });
 }
 
@@ -54,7 +63,7 @@ export async function buildImage(source: string, outPath: string, options: Build
   }
   const image = await openImage(source, options);
   try {
-    const { platform: _p, ...rest } = options;
+    const { platform: _p, registry: _r, ...rest } = options;
     return await buildToFile(image, outPath, { ...rest, ...(chunkSize !== undefined ? { chunkSize } : {}) });
   } finally {
     await image.close();

@@ -39,9 +39,16 @@ export async function readLayoutIndex(files: FileSet): Promise<IndexDoc> {
 /** Reads the blob of an index entry as an index or an image manifest (never anything else). */
 export async function readManifestBlob(files: FileSet, desc: Descriptor, what: string): Promise<IndexDoc | ManifestDoc> {
   const { json } = await readJsonBlob(files, desc, what, MAX_MANIFEST_BYTES);
-  const where = `${what}: manifest ${desc.digest}`;
+  return parseManifestDoc(json, desc.mediaType, `${what}: manifest ${desc.digest}`);
+}
+
+/**
+ * Verified manifest JSON as an index or an image manifest (never anything
+ * else); `declared` is the media type its descriptor (or HTTP Content-Type) gave.
+ */
+export function parseManifestDoc(json: unknown, declared: string, where: string): IndexDoc | ManifestDoc {
   if (!isObject(json)) throw new InputError(`${where}: not a JSON object`);
-  switch (classify(json, desc.mediaType)) {
+  switch (classify(json, declared)) {
     case 'index':
       return parseIndex(json, where);
     case 'manifest':
@@ -49,14 +56,17 @@ export async function readManifestBlob(files: FileSet, desc: Descriptor, what: s
     case 'schema1':
       throw new InputError(`${where}: Docker schema1 manifests are not supported (re-push or convert the image)`);
     case 'unknown': {
-      const mt = typeof json['mediaType'] === 'string' ? json['mediaType'] : desc.mediaType;
+      const mt = typeof json['mediaType'] === 'string' ? json['mediaType'] : declared;
       throw new InputError(`${where}: media type ${JSON.stringify(mt)} is not an image manifest or index`);
     }
   }
 }
 
+/** Fetches and verifies the index or manifest an index entry points at. */
+export type ManifestReader = (desc: Descriptor) => Promise<IndexDoc | ManifestDoc>;
+
 interface Walk {
-  readonly files: FileSet;
+  readonly read: ManifestReader;
   readonly want: Platform;
   readonly what: string;
   readonly signal: AbortSignal | undefined;
@@ -67,7 +77,7 @@ interface Walk {
 async function resolveEntry(w: Walk, desc: Descriptor, depth: number): Promise<ResolvedManifest> {
   throwIfAborted(w.signal);
   if (depth > MAX_DEPTH) throw new InputError(`${w.what}: indexes nested more than ${MAX_DEPTH} deep`);
-  const doc = await readManifestBlob(w.files, desc, w.what);
+  const doc = await w.read(desc);
   if (doc.kind === 'manifest') {
     return { digest: desc.digest, manifest: doc, ...(desc.platform !== undefined ? { platform: desc.platform } : {}) };
   }
@@ -110,7 +120,16 @@ export function resolveManifest(
   entries: readonly Descriptor[],
   options: { readonly platform: Platform; readonly what: string; readonly signal?: AbortSignal },
 ): Promise<ResolvedManifest> {
-  return selectPlatform({ files, want: options.platform, what: options.what, signal: options.signal, seen: [] }, entries, 0);
+  return resolveManifestWith((d) => readManifestBlob(files, d, options.what), entries, options);
+}
+
+/** As resolveManifest, with manifests fetched by `read` (a registry fetches them by digest). */
+export function resolveManifestWith(
+  read: ManifestReader,
+  entries: readonly Descriptor[],
+  options: { readonly platform: Platform; readonly what: string; readonly signal?: AbortSignal },
+): Promise<ResolvedManifest> {
+  return selectPlatform({ read, want: options.platform, what: options.what, signal: options.signal, seen: [] }, entries, 0);
 }
 
 function describeTags(entries: readonly Descriptor[]): string {

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Digest } from './digest.js';
+import type { RegistryOptions } from './registry/client.js';
 
 /**
  * The contract every transport (oci, oci-archive, docker-archive, and later
@@ -18,6 +19,8 @@ export interface OpenOptions {
   /** Which member of a multi-platform index to take. Default linux/amd64. */
   readonly platform?: Platform;
   readonly signal?: AbortSignal;
+  /** How `docker://` sources reach registries (TLS, credentials, retries); other transports ignore it. */
+  readonly registry?: RegistryOptions;
 }
 
 export interface Transport {

@@ -41,10 +41,10 @@ describe('source/transports', () => {
     await tmp.cleanup();
   });
 
-  it('lists the three file transports, each once', () => {
+  it('lists the three file transports and docker://, each once', () => {
     assert.deepEqual(
       TRANSPORTS.map((t) => t.name),
-      ['oci', 'oci-archive', 'docker-archive'],
+      ['oci', 'oci-archive', 'docker-archive', 'docker'],
     );
   });
 
@@ -131,7 +131,7 @@ describe('source/transports', () => {
   it('rejects unknown transports, missing paths and malformed references with the right class', async () => {
     assert.throws(
       () => parseImageReference('docker2:foo'),
-      (e: unknown) => e instanceof UsageError && e.message === 'unknown transport "docker2" in "docker2:foo"; known transports: oci, oci-archive, docker-archive (or give the path of an existing image layout or archive)',
+      (e: unknown) => e instanceof UsageError && e.message === 'unknown transport "docker2" in "docker2:foo"; known transports: oci, oci-archive, docker-archive, docker (or give the path of an existing image layout or archive)',
     );
     assert.throws(() => parseImageReference('alpine:3.19'), UsageError);
     assert.throws(() => parseImageReference(''), UsageError);

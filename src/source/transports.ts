@@ -13,9 +13,10 @@ import { DockerArchiveReference, dockerArchiveTransport } from './docker-archive
 import { OciArchiveReference, ociArchiveTransport } from './oci-archive.js';
 import { OciLayoutReference, ociTransport } from './oci.js';
 import { splitPathAndRest } from './reference-path.js';
+import { dockerTransport } from './registry/docker.js';
 import type { ImageReference, Transport } from './source.js';
 
-export const TRANSPORTS: readonly Transport[] = Object.freeze([ociTransport, ociArchiveTransport, dockerArchiveTransport]);
+export const TRANSPORTS: readonly Transport[] = Object.freeze([ociTransport, ociArchiveTransport, dockerArchiveTransport, dockerTransport]);
 
 export function findTransport(name: string): Transport | undefined {
   return TRANSPORTS.find((t) => t.name === name);

@@ -4,8 +4,9 @@ import { UsageError } from '../../errors.js';
 import type { CliIO } from '../io.js';
 import { formatBytes, parseChoice, parsePercent, parseSize } from '../options.js';
 import { Progress } from '../progress.js';
+import { addRegistryOptions, type RegistryFlags, registryOptionsFrom } from '../registry-options.js';
 
-interface BuildFlags {
+interface BuildFlags extends RegistryFlags {
   output?: string;
   platform?: string;
   chunkSize: string;
@@ -15,16 +16,16 @@ interface BuildFlags {
 }
 
 export function buildCommand(io: CliIO): Command {
-  return new Command('build')
+  const cmd = new Command('build')
     .description('flatten an image into a deterministic ext4 image')
-    .argument('<source>', 'image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG|@N], or a path')
+    .argument('<source>', 'image: docker://[HOST/]REPO[:TAG|@DIGEST], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG|@N], or a path')
     .requiredOption('-o, --output <file>', 'ext4 image to write')
     .option('--platform <os/arch[/variant]>', 'member of a multi-platform image', 'linux/amd64')
     .option('--chunk-size <size>', 'chunk size the layout aligns to (power of two, 64K..4M)', '512K')
     .addOption(new Option('--shadowed <mode>', 'bytes of files a later layer deletes: keep (dedupes with the parent image) or zero').choices(['keep', 'zero']).default('keep'))
     .option('--headroom <percent>', 'free space and inodes to leave, in percent of what is used', '0')
-    .option('--json', 'print a JSON summary on stdout')
-    .action(async (source: string, flags: BuildFlags) => {
+    .option('--json', 'print a JSON summary on stdout');
+  return addRegistryOptions(cmd).action(async (source: string, flags: BuildFlags) => {
       const started = process.hrtime.bigint();
       if (!flags.output) throw new UsageError('missing --output');
       const progress = new Progress(io);
@@ -34,6 +35,7 @@ export function buildCommand(io: CliIO): Command {
         shadowed: parseChoice(flags.shadowed, '--shadowed', ['keep', 'zero'] as const),
         headroom: parsePercent(flags.headroom, '--headroom'),
         signal: io.signal,
+        registry: registryOptionsFrom(flags, io),
         onProgress: (p) => progress.update(`layer ${p.layer}/${p.layers}  ${formatBytes(p.layerBytes)}`),
       });
       progress.done();

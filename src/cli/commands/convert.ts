@@ -5,9 +5,10 @@ import { UsageError } from '../../errors.js';
 import type { CliIO } from '../io.js';
 import { formatBytes, parseChoice, parsePercent, parseSize } from '../options.js';
 import { Progress } from '../progress.js';
+import { addRegistryOptions, type RegistryFlags, registryOptionsFrom } from '../registry-options.js';
 import { addKeyOption, addStoreOptions, keysFrom, storeFrom, type KeyFlags, type StoreFlags } from '../store-options.js';
 
-interface ImageFlags {
+interface ImageFlags extends RegistryFlags {
   platform: string;
   chunkSize: string;
   shadowed: string;
@@ -15,7 +16,7 @@ interface ImageFlags {
 }
 
 function addImageOptions(cmd: Command): Command {
-  return cmd
+  return addRegistryOptions(cmd)
     .option('--platform <os/arch[/variant]>', 'member of a multi-platform image', 'linux/amd64')
     .option('--chunk-size <size>', 'chunk size (power of two, 64K..4M)', '512K')
     .addOption(new Option('--shadowed <mode>', 'bytes of files a later layer deletes: keep or zero').choices(['keep', 'zero']).default('keep'))
@@ -62,7 +63,7 @@ export function convertCommand(io: CliIO): Command {
     const progress = new Progress(io);
     try {
       // Opened inside the try, so a bad source still closes the store.
-      image = await openImage(source, { platform: flags.platform, signal: io.signal });
+      image = await openImage(source, { platform: flags.platform, signal: io.signal, registry: registryOptionsFrom(flags, io) });
       if (flags.dryRun) {
         const report = await statsImages([image], { store, keys, ...opts, signal: io.signal });
         printStats(io, report, flags.json === true);
@@ -122,7 +123,7 @@ export function statsCommand(io: CliIO): Command {
     const store = await storeFrom(flags, io);
     const images = [];
     try {
-      for (const s of sources) images.push(await openImage(s, { platform: flags.platform, signal: io.signal }));
+      for (const s of sources) images.push(await openImage(s, { platform: flags.platform, signal: io.signal, registry: registryOptionsFrom(flags, io) }));
       printStats(io, await statsImages(images, { store, keys, ...opts, prices, signal: io.signal }), flags.json === true);
     } finally {
       for (const i of images) await i.close();

@@ -5,6 +5,7 @@ import { IntegrityError, UsageError } from '../../errors.js';
 import type { CliIO } from '../io.js';
 import { formatBytes, parseChoice, parsePercent } from '../options.js';
 import { Progress } from '../progress.js';
+import { addRegistryOptions, type RegistryFlags, registryOptionsFrom } from '../registry-options.js';
 import { addKeyOption, addStoreOptions, keysFrom, optionalKeysFrom, storeFrom, type KeyFlags, type StoreFlags } from '../store-options.js';
 
 export function verifyCommand(io: CliIO): Command {
@@ -20,7 +21,8 @@ export function verifyCommand(io: CliIO): Command {
     .option('--json', 'print a JSON report');
   addStoreOptions(cmd);
   addKeyOption(cmd);
-  type Flags = StoreFlags & KeyFlags & { publicKey?: string; rebuild?: string; platform: string; shadowed?: string; headroom?: string; json?: boolean };
+  addRegistryOptions(cmd);
+  type Flags = StoreFlags & KeyFlags & RegistryFlags & { publicKey?: string; rebuild?: string; platform: string; shadowed?: string; headroom?: string; json?: boolean };
   return cmd.action(async (ref: string, flags: Flags) => {
     if (flags.rebuild === undefined && (flags.shadowed !== undefined || flags.headroom !== undefined)) {
       throw new UsageError('--shadowed and --headroom only apply with --rebuild');
@@ -36,7 +38,7 @@ export function verifyCommand(io: CliIO): Command {
     const progress = new Progress(io);
     try {
       // Opened inside the try, so a bad source still closes the store.
-      rebuild = flags.rebuild !== undefined ? await openImage(flags.rebuild, { platform: flags.platform, signal: io.signal }) : undefined;
+      rebuild = flags.rebuild !== undefined ? await openImage(flags.rebuild, { platform: flags.platform, signal: io.signal, registry: registryOptionsFrom(flags, io) }) : undefined;
       const r = await verifyImage(store, ref, {
         ...(keys ? { keys } : {}),
         ...(publicKey ? { publicKey } : {}),
