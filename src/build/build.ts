@@ -1,6 +1,7 @@
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { InputError, throwIfAborted } from '../errors.js';
 import { BLOCK_SIZE } from '../ext4/constants.js';
 import { DataArea, type StoredData } from '../ext4/data-area.js';
@@ -53,6 +54,9 @@ export interface BuildSummary {
 
 export const DEFAULT_CHUNK_SIZE = 512 * 1024;
 
+/** Layers opened ahead of the one being placed (each holds at most a few MiB until its turn). */
+const LAYERS_AHEAD = 1;
+
 export function checkChunkSize(n: number): number {
   if (!Number.isInteger(n) || n < 64 * 1024 || n > 4 * 1024 * 1024 || (n & (n - 1)) !== 0) {
     throw new RangeError(`Cannot use chunk size ${n}: want a power of two from 64 KiB to 4 MiB`);
@@ -77,32 +81,44 @@ export async function buildToSink(source: ImageSource, sink: BlockSink, options:
   const flattener = new Flattener<StoredData>();
   const placedAll: StoredData[] = [];
   const layers = source.layers;
-  for (const layer of layers) {
-    throwIfAborted(signal);
-    flattener.beginLayer(layer.index);
-    area.beginLayer();
-    let layerBytes = 0;
-    const stream = layer.open(signal);
-    const entries = readLayerEntries(stream, {
-      ...(signal ? { signal } : {}),
-      onBytes: (n: number) => {
-        layerBytes += n;
-        options.onProgress?.({ layer: layer.index + 1, layers: layers.length, layerBytes });
-      },
-    });
-    try {
-      for await (const entry of entries) {
-        if (entry.type === 'file') {
-          const data = await area.place(entry.data);
-          placedAll.push(data);
-          flattener.apply({ ...entry, data });
-        } else {
-          flattener.apply(entry);
+  // Layer i+1 is opened as layer i starts: its worker thread (off-thread.ts)
+  // starts up and decodes its first few MiB while this thread still places
+  // layer i. Each stream holds a bounded amount until read.
+  const ahead: Readable[] = []; // streams of the layers after the current one, in order
+  let opened = 0;
+  try {
+    for (const [i, layer] of layers.entries()) {
+      throwIfAborted(signal);
+      for (; opened < layers.length && opened <= i + LAYERS_AHEAD; opened++) ahead.push(layers[opened]!.open(signal));
+      const stream = ahead.shift()!;
+      flattener.beginLayer(layer.index);
+      area.beginLayer();
+      let layerBytes = 0;
+      const entries = readLayerEntries(stream, {
+        ...(signal ? { signal } : {}),
+        // DataArea.place hands each chunk to the sink, which copies it, before taking the next.
+        transientChunks: true,
+        onBytes: (n: number) => {
+          layerBytes += n;
+          options.onProgress?.({ layer: layer.index + 1, layers: layers.length, layerBytes });
+        },
+      });
+      try {
+        for await (const entry of entries) {
+          if (entry.type === 'file') {
+            const data = await area.place(entry.data);
+            placedAll.push(data);
+            flattener.apply({ ...entry, data });
+          } else {
+            flattener.apply(entry);
+          }
         }
+      } finally {
+        stream.destroy();
       }
-    } finally {
-      stream.destroy();
     }
+  } finally {
+    for (const s of ahead) s.destroy();
   }
   const tree = flattener.tree();
   const live = liveData(tree);
@@ -153,6 +169,9 @@ function formatUuid(b: Buffer): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+/** Early writeback while building (FileBlockSink): the closing fsync then finds little left to write. */
+const SYNC_EVERY = 16 * 1024 * 1024;
+
 /**
  * Builds into `outPath` atomically: the image is written under a temporary
  * name beside it and renamed only once complete, so a failed or interrupted
@@ -163,7 +182,7 @@ export async function buildToFile(source: ImageSource, outPath: string, options:
   const fh = await open(tmp, 'wx', 0o644);
   let ok = false;
   try {
-    const summary = await buildToSink(source, new FileBlockSink(fh), options);
+    const summary = await buildToSink(source, new FileBlockSink(fh, { syncEveryBytes: SYNC_EVERY }), options);
     await fh.sync();
     await fh.close();
     await rename(tmp, outPath);

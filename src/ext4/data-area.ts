@@ -55,6 +55,11 @@ export class DataArea {
     this.alignToChunk();
   }
 
+  /**
+   * Stores one file's bytes. Whole runs of non-zero blocks go to the sink in
+   * one write each (slices of the body's own chunks, no copy here); only a
+   * block split across two chunks is assembled in a scratch buffer.
+   */
   async place(body: FileBody): Promise<StoredData> {
     if (body.size >= this.#chunkBlocks * BLOCK_SIZE) this.alignToChunk();
     const extents: Extent[] = [];
@@ -68,20 +73,26 @@ export class DataArea {
       if (runLength > 0) extents.push({ logical: runLogical, physical: runPhysical, length: runLength });
       runLength = 0;
     };
-    const emit = async (block: Buffer): Promise<void> => {
-      if (block.equals(ZERO_BLOCK)) {
+    /** Books a non-zero block at the cursor into the current extent (or a new one). */
+    const take = (): void => {
+      if (runLength === 0 || runLength === MAX_EXTENT_LEN) {
         endRun();
-      } else {
-        if (runLength === 0 || runLength === MAX_EXTENT_LEN) {
-          endRun();
-          runLogical = logical;
-          runPhysical = this.#cursor;
-        }
-        await this.#sink.write(this.#cursor, block);
-        this.#cursor++;
-        runLength++;
+        runLogical = logical;
+        runPhysical = this.#cursor;
       }
+      this.#cursor++;
+      runLength++;
       logical++;
+    };
+    const single = async (block: Buffer): Promise<void> => {
+      if (isZeroBlock(block, 0)) {
+        endRun();
+        logical++;
+        return;
+      }
+      const at = this.#cursor;
+      take();
+      await this.#sink.write(at, block);
     };
     for await (const chunk of body.chunks) {
       seen += chunk.length;
@@ -93,13 +104,26 @@ export class DataArea {
         fill += n;
         off = n;
         if (fill === BLOCK_SIZE) {
-          await emit(this.#block);
+          await single(this.#block);
           fill = 0;
         }
       }
       while (chunk.length - off >= BLOCK_SIZE) {
-        await emit(chunk.subarray(off, off + BLOCK_SIZE));
-        off += BLOCK_SIZE;
+        if (isZeroBlock(chunk, off)) {
+          endRun();
+          logical++;
+          off += BLOCK_SIZE;
+          continue;
+        }
+        // A run of non-zero blocks lands on consecutive physical blocks
+        // (extents may split it at MAX_EXTENT_LEN; the write need not).
+        const at = this.#cursor;
+        const start = off;
+        do {
+          take();
+          off += BLOCK_SIZE;
+        } while (chunk.length - off >= BLOCK_SIZE && !isZeroBlock(chunk, off));
+        await this.#sink.write(at, chunk.subarray(start, off));
       }
       if (off < chunk.length) {
         chunk.copy(this.#block, 0, off);
@@ -109,9 +133,15 @@ export class DataArea {
     if (seen !== body.size) throw new RangeError(`Cannot store file: body ended at ${seen} of ${body.size} bytes`);
     if (fill > 0) {
       this.#block.fill(0, fill);
-      await emit(this.#block);
+      await single(this.#block);
     }
     endRun();
     return { size: body.size, extents, blocks: extents.reduce((n, e) => n + e.length, 0) };
   }
+}
+
+/** True if the block at `off` is all zeros. Data blocks nearly always fail on the first bytes, before the full compare. */
+function isZeroBlock(b: Buffer, off: number): boolean {
+  for (let i = off, end = off + 16; i < end; i++) if (b[i] !== 0) return false;
+  return ZERO_BLOCK.compare(b, off, off + BLOCK_SIZE) === 0;
 }

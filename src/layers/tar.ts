@@ -24,8 +24,9 @@ import { BLOCK, cstring, decodeHeader, deviceNumbers, isZeroBlock, TarFormatErro
 export interface FileBody {
   readonly size: number;
   /**
-   * Iterable once. Chunks are views that stay valid after the next read;
-   * chunks of sparse holes share one zero buffer and must not be written to.
+   * Iterable once. Chunks are views that stay valid after the next read
+   * (unless the reader was asked for `transientChunks`); chunks of sparse
+   * holes share one zero buffer and must not be written to.
    */
   readonly chunks: AsyncIterable<Buffer>;
 }
@@ -36,6 +37,12 @@ export interface ReadLayerOptions {
   readonly onBytes?: (n: number) => void;
   /** Names the layer in error messages, e.g. its digest. */
   readonly label?: string;
+  /**
+   * The consumer is done with each FileBody chunk before it asks for the
+   * next chunk or entry (it copies what it keeps), so the stream may reuse
+   * chunk memory (ByteReader `transient`). Default false.
+   */
+  readonly transientChunks?: boolean;
 }
 
 /** PAX and GNU long-name data larger than this is refused (as Go and libarchive do). */
@@ -47,7 +54,8 @@ const MAX_ID = 0xffff_ffff;
 interface Where {
   readonly label: string | undefined;
   offset: number;
-  name: string | undefined;
+  /** The entry's name as read; turned into display text only for a message (most entries never need it). */
+  name: Buffer | ByteString | undefined;
 }
 
 class Truncated extends Error {}
@@ -63,7 +71,7 @@ class Truncated extends Error {}
 export async function* readLayerEntries(stream: Readable, options: ReadLayerOptions = {}): AsyncGenerator<LayerEntry<FileBody>, void, undefined> {
   const { signal } = options;
   throwIfAborted(signal);
-  const reader = new ByteReader(stream, { onBytes: options.onBytes, signal });
+  const reader = new ByteReader(stream, { onBytes: options.onBytes, signal, transient: options.transientChunks });
   // Unblocks a read that waits on a stalled stream.
   const onAbort = (): void => void stream.destroy(new InterruptedError('interrupted'));
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -86,12 +94,12 @@ function prefix(w: Where): string {
 }
 
 function inputError(w: Where, msg: string): InputError {
-  const what = w.name !== undefined ? `tar entry "${w.name}" (offset ${w.offset})` : `tar header at offset ${w.offset}`;
+  const what = w.name !== undefined ? `tar entry "${show(w.name)}" (offset ${w.offset})` : `tar header at offset ${w.offset}`;
   return new InputError(`${prefix(w)}${what}: ${msg}`);
 }
 
 function truncatedError(w: Where, msg: string): InputError {
-  const what = w.name !== undefined ? `entry "${w.name}" (offset ${w.offset})` : `header at offset ${w.offset}`;
+  const what = w.name !== undefined ? `entry "${show(w.name)}" (offset ${w.offset})` : `header at offset ${w.offset}`;
   return new InputError(`${prefix(w)}truncated tar: ${what} ${msg}`);
 }
 
@@ -125,7 +133,7 @@ async function* entries(r: ByteReader, where: Where): AsyncGenerator<LayerEntry<
       return;
     }
     const h = decodeHeader(block, where.offset);
-    where.name = show(h.name);
+    where.name = h.name;
 
     switch (h.typeflag) {
       case 'x':
@@ -170,28 +178,22 @@ async function* entries(r: ByteReader, where: Where): AsyncGenerator<LayerEntry<
         else map1 = { size: ps.size };
       }
     }
-    where.name = show(name);
-
-    const skipData = async (): Promise<void> => {
-      if ((await r.skip(left)) < left) throw new Truncated(`has fewer data bytes than its size ${dataSize}`);
-      left = 0;
-      await skipPadding(r, dataSize);
-    };
+    where.name = name;
 
     const path = normalizeEntryPath(bytesToByteString(name));
     const marker = classifyWhiteout(path, where);
     if (marker === 'skip') {
-      await skipData();
+      await skipData(r, left, dataSize);
       continue;
     }
     if (marker !== undefined) {
-      await skipData();
+      await skipData(r, left, dataSize);
       yield marker;
       continue;
     }
 
     if (typeflag === 'V') {
-      await skipData(); // GNU volume label: not a file
+      await skipData(r, left, dataSize); // GNU volume label: not a file
       continue;
     }
     const attrs = entryAttrs(h, pax);
@@ -214,7 +216,7 @@ async function* entries(r: ByteReader, where: Where): AsyncGenerator<LayerEntry<
         const body = new Body(r, where, left, sparse);
         yield { type: 'file', path, attrs, data: body };
         left = body.finish();
-        await skipData();
+        await skipData(r, left, dataSize);
         continue;
       }
       case '5':
@@ -264,7 +266,7 @@ function classifyWhiteout(path: EntryPath, where: Where): LayerEntry<never> | 's
   if (name.startsWith('.wh..wh.')) return 'skip';
   const target = name.slice(4) as ByteString;
   if (target === '' || target === '.' || target === '..') {
-    where.name = show(path);
+    where.name = path;
     throw new TarFormatError(`whiteout "${show(name)}" names no file`);
   }
   return { type: 'whiteout', path: joinEntryPath(parent, target) };
@@ -282,6 +284,12 @@ function entryAttrs(h: TarHeader, pax: PaxFields): Attrs {
     mtime: pax.mtime ?? { sec: h.mtime, nsec: 0 },
     xattrs: pax.xattrs,
   };
+}
+
+/** Skips an entry's `left` unread data bytes and the padding after its `dataSize` bytes. */
+async function skipData(r: ByteReader, left: number, dataSize: number): Promise<void> {
+  if (left > 0 && (await r.skip(left)) < left) throw new Truncated(`has fewer data bytes than its size ${dataSize}`);
+  if (dataSize % BLOCK !== 0) await skipPadding(r, dataSize);
 }
 
 async function readBlock(r: ByteReader, what: string): Promise<Buffer> {

@@ -63,7 +63,8 @@ export function createDecompressor(compression: Compression, what: string): Tran
   }
 }
 
-function gzipError(e: unknown, what: string): ChunkyardError {
+/** A zlib error as the InputError we report: truncated, or corrupt with zlib's reason. */
+export function gzipError(e: unknown, what: string): ChunkyardError {
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'Z_BUF_ERROR' || /unexpected end of file/i.test(String(err.message))) {
     return new InputError(`${what}: truncated gzip stream`, { cause: e });
@@ -82,6 +83,12 @@ class DeferredErrorDecoder extends Transform {
   #failure: ChunkyardError | undefined;
   #writeCb: TransformCallback | undefined;
   #flushCb: TransformCallback | undefined;
+  /**
+   * The inner decoder ended before our input did: zlib stops at a zero byte
+   * where a next gzip member would start (trailing zero padding). The rest
+   * of the input is ignored, as zlib ignores it within one write.
+   */
+  #innerEnded = false;
 
   constructor(inner: Transform, mapError: (e: unknown) => ChunkyardError) {
     super({ readableHighWaterMark: HWM });
@@ -92,6 +99,7 @@ class DeferredErrorDecoder extends Transform {
     });
     inner.on('error', (e) => this.#fail(e));
     inner.on('end', () => {
+      this.#innerEnded = true;
       const cb = this.#flushCb;
       this.#flushCb = undefined;
       cb?.();
@@ -109,7 +117,7 @@ class DeferredErrorDecoder extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (this.#failure !== undefined) {
+    if (this.#failure !== undefined || this.#innerEnded) {
       cb(); // drain: let the upstream digest check see every byte
       return;
     }
@@ -133,6 +141,10 @@ class DeferredErrorDecoder extends Transform {
   override _flush(cb: TransformCallback): void {
     if (this.#failure !== undefined) {
       cb(this.#failure);
+      return;
+    }
+    if (this.#innerEnded) {
+      cb();
       return;
     }
     this.#flushCb = cb;

@@ -73,7 +73,8 @@ export class ArchiveFiles implements FileSet {
   }
 }
 
-function fsError(e: unknown, where: string): Error {
+/** A filesystem error while reading `where`, as NotFoundError (gone) or InputError. */
+export function fsError(e: unknown, where: string): Error {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOENT') return new NotFoundError(`${where}: no such file (removed while reading?)`, { cause: e });
   return new InputError(`${where}: ${(e as Error).message}`, { cause: e });

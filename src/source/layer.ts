@@ -1,18 +1,24 @@
 /**
  * A layer whose blob is a byte range of a file (a layout's blob file or an
- * entry of a tar archive). `open()` builds a fresh pipeline each call:
+ * entry of a tar archive). `open()` builds a fresh pipeline each call
+ * (layer-pipeline.ts):
  *
  *   range read → size+digest check → decompress → diff_id check → consumer
  *
- * joined with stream.pipeline, so an error anywhere destroys every stage and
- * a consumer that stops early (destroy) closes the file descriptor.
+ * Blobs of OFF_THREAD_MIN_BYTES or more run it in a worker thread
+ * (off-thread.ts), so decompression and hashing overlap the consumer's work;
+ * smaller ones run here, where starting a thread would cost more than the work.
  */
-import { pipeline, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Digest } from './digest.js';
-import { createDecompressor, type SupportedCompression } from './decompress.js';
-import { destroyOnAbort, type FileRange, openRange } from './files.js';
+import type { SupportedCompression } from './decompress.js';
+import { destroyOnAbort, type FileRange } from './files.js';
+import { type LayerBlob, openLayerPipeline } from './layer-pipeline.js';
+import { openOffThread } from './off-thread.js';
 import type { Layer } from './source.js';
-import { createVerifier } from './verify.js';
+
+/** Blobs at least this large are decompressed and hashed in a worker thread. */
+export const OFF_THREAD_MIN_BYTES = 256 * 1024;
 
 export interface FileLayerInit {
   readonly index: number;
@@ -44,21 +50,19 @@ export class FileLayer implements Layer {
     this.compression = init.compression;
   }
 
+  get blob(): LayerBlob {
+    return {
+      range: this.range,
+      digest: this.digest,
+      size: this.size,
+      diffId: this.diffId,
+      compression: this.compression,
+      name: `layer ${this.index} ${this.digest}`,
+    };
+  }
+
   open(signal?: AbortSignal): Readable {
-    const name = `layer ${this.index} ${this.digest}`;
-    const stages: (Readable | NodeJS.ReadWriteStream)[] = [
-      openRange(this.range),
-      createVerifier({ digest: this.digest, size: this.size, what: `${name} (${this.range.where})` }),
-    ];
-    if (this.compression !== 'none') stages.push(createDecompressor(this.compression, name));
-    // An uncompressed blob whose digest is its diff_id was just checked: don't hash it twice.
-    if (this.compression !== 'none' || this.digest !== this.diffId) {
-      stages.push(createVerifier({ digest: this.diffId, what: name, kind: 'diff_id' }));
-    }
-    const out = stages[stages.length - 1] as Readable;
-    // Errors reach the consumer through `out` (pipeline destroys every stage
-    // with the first error); the callback only keeps pipeline from throwing.
-    pipeline(stages, () => {});
+    const out = this.size >= OFF_THREAD_MIN_BYTES ? openOffThread(this.blob) : openLayerPipeline(this.blob);
     if (signal !== undefined) destroyOnAbort(out, signal);
     return out;
   }
