@@ -10,6 +10,7 @@ import { writeMetadata } from '../ext4/writer.js';
 import { Flattener } from '../layers/flatten.js';
 import { readLayerEntries } from '../layers/tar.js';
 import type { Tree } from '../layers/tree.js';
+import { whenProduced } from '../source/off-thread.js';
 import type { ImageSource } from '../source/source.js';
 import { fsIdentity } from './identity.js';
 
@@ -54,9 +55,6 @@ export interface BuildSummary {
 
 export const DEFAULT_CHUNK_SIZE = 512 * 1024;
 
-/** Layers opened ahead of the one being placed (each holds at most a few MiB until its turn). */
-const LAYERS_AHEAD = 1;
-
 export function checkChunkSize(n: number): number {
   if (!Number.isInteger(n) || n < 64 * 1024 || n > 4 * 1024 * 1024 || (n & (n - 1)) !== 0) {
     throw new RangeError(`Cannot use chunk size ${n}: want a power of two from 64 KiB to 4 MiB`);
@@ -81,16 +79,29 @@ export async function buildToSink(source: ImageSource, sink: BlockSink, options:
   const flattener = new Flattener<StoredData>();
   const placedAll: StoredData[] = [];
   const layers = source.layers;
-  // Layer i+1 is opened as layer i starts: its worker thread (off-thread.ts)
-  // starts up and decodes its first few MiB while this thread still places
-  // layer i. Each stream holds a bounded amount until read.
-  const ahead: Readable[] = []; // streams of the layers after the current one, in order
+  // Layer i+1 is opened as soon as layer i is decoded: its decoding starts on
+  // the worker thread just freed (off-thread.ts) while this thread still
+  // places the rest of layer i. Only one layer is ever ahead.
+  const ahead: Readable[] = [];
   let opened = 0;
+  let closed = false;
+  const openNext = (): void => {
+    if (closed || opened >= layers.length) return;
+    ahead.push(layers[opened]!.open(signal));
+    opened++;
+  };
   try {
     for (const [i, layer] of layers.entries()) {
       throwIfAborted(signal);
-      for (; opened < layers.length && opened <= i + LAYERS_AHEAD; opened++) ahead.push(layers[opened]!.open(signal));
+      if (opened === i) openNext();
       const stream = ahead.shift()!;
+      void whenProduced(stream).then(() => {
+        try {
+          if (opened === i + 1) openNext();
+        } catch {
+          // Opening failed: the loop opens it again when it gets there, and reports the error.
+        }
+      });
       flattener.beginLayer(layer.index);
       area.beginLayer();
       let layerBytes = 0;
@@ -118,6 +129,7 @@ export async function buildToSink(source: ImageSource, sink: BlockSink, options:
       }
     }
   } finally {
+    closed = true;
     for (const s of ahead) s.destroy();
   }
   const tree = flattener.tree();

@@ -63,6 +63,14 @@ export function encodeExtentTree(extents: readonly Extent[], treeBlocks: readonl
   if (treeBlocks.length !== extentTreeBlocks(extents.length)) {
     throw new RangeError(`Cannot encode extent tree: need ${extentTreeBlocks(extents.length)} tree blocks, got ${treeBlocks.length}`);
   }
+  // Zeroed, but from node's buffer pool: one of these per inode, and a fresh ArrayBuffer each showed in build profiles.
+  const root = Buffer.allocUnsafe(60).fill(0);
+  if (extents.length <= ROOT_MAX) {
+    // The usual case: the extents fit in the inode, no tree blocks.
+    header(root, 0, extents.length, ROOT_MAX, 0);
+    extents.forEach((e, j) => leafEntry(root, 12 + 12 * j, e));
+    return { root, blocks: [] };
+  }
   const out: { at: number; data: Buffer }[] = [];
   // Current level: entries as (first logical block, writer into a node).
   type Item = { logical: number; write: (b: Buffer, off: number) => void };
@@ -84,7 +92,6 @@ export function encodeExtentTree(extents: readonly Extent[], treeBlocks: readonl
     items = parents;
     depth++;
   }
-  const root = Buffer.alloc(60);
   header(root, 0, items.length, ROOT_MAX, depth);
   items.forEach((it, j) => it.write(root, 12 + 12 * j));
   return { root, blocks: out };

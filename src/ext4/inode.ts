@@ -33,6 +33,8 @@ export const INLINE_XATTR_SIZE = INODE_SIZE - INLINE_XATTR_OFFSET;
 
 /** Splits seconds into the 32-bit base field and the 2 epoch bits of *_extra (ext4.md §7). */
 function encodeTime(t: InodeTime): { base: number; extra: number } {
+  // 1901..2038, nearly every timestamp: epoch bits 0, no BigInt arithmetic (it showed in build profiles).
+  if (t.sec >= -0x8000_0000 && t.sec <= 0x7fff_ffff) return { base: t.sec >>> 0, extra: (t.nsec << 2) >>> 0 };
   const base = Number(BigInt.asIntN(32, BigInt(t.sec)));
   const epoch = Number((BigInt(t.sec) - BigInt(base)) >> 32n) & 3;
   return { base: base >>> 0, extra: (epoch | (t.nsec << 2)) >>> 0 };

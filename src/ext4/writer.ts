@@ -373,13 +373,16 @@ function ownBlocksOf(p: Placed, inoOf: ReadonlyMap<Inode<StoredData>, number>): 
   return blocks;
 }
 
+/** i_block of inodes that leave it empty (fifos); never written to. */
+const NO_IBLOCK = Buffer.alloc(60);
+
 const LOST_FOUND_ATTRS: Attrs = { mode: 0o700, uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 }, xattrs: new Map() };
 
 function rawInodeOf(p: Placed): RawInode {
   const n = p.node;
   const attrs = n.kind === 'lost+found' ? LOST_FOUND_ATTRS : n.attrs;
   const t = { sec: attrs.mtime.sec, nsec: attrs.mtime.nsec };
-  let iBlock: Buffer = Buffer.alloc(60);
+  let iBlock: Buffer = NO_IBLOCK; // replaced below by those that fill it
   let flags = 0;
   let size = 0;
   let dataBlocks = 0;
@@ -409,12 +412,14 @@ function rawInodeOf(p: Placed): RawInode {
         dataBlocks = 1;
         extentRoot();
       } else {
+        iBlock = Buffer.alloc(60);
         byteStringToBytes(n.target).copy(iBlock);
       }
       break;
     case 'char':
     case 'block':
       type = n.kind === 'char' ? S_IFCHR : S_IFBLK;
+      iBlock = Buffer.alloc(60);
       encodeDevice(iBlock, n.major, n.minor);
       break;
     case 'fifo':

@@ -84,7 +84,11 @@ export interface PaxFields {
  */
 const NO_XATTRS: ReadonlyMap<string, Buffer> = new Map();
 
+/** What no records say: shared, as most tar entries (all, in many layers) carry no PAX records. */
+const NO_PAX: PaxFields = { xattrs: NO_XATTRS, local: [], merged: new Map() };
+
 export function paxFields(globals: ReadonlyMap<string, Buffer>, local: readonly PaxRecord[]): PaxFields {
+  if (globals.size === 0 && local.length === 0) return NO_PAX;
   const merged = new Map(globals);
   for (const [k, v] of local) {
     if (v.length === 0 && !k.startsWith(XATTR_PREFIX)) merged.delete(k);

@@ -23,6 +23,7 @@ export type PaxSparse =
   | { readonly version: '1.0'; readonly size: number | undefined; readonly name: Buffer | undefined };
 
 export function paxSparse(pax: PaxFields): PaxSparse | undefined {
+  if (pax.local.length === 0) return undefined; // the common case, without building a map
   // Only the entry's own records count: a sparse map in a global header makes no sense.
   const own = new Map(pax.local);
   const text = (k: string): string | undefined => own.get(`GNU.sparse.${k}`)?.toString('latin1');

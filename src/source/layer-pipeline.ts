@@ -4,9 +4,10 @@
  *   range read → size+digest check → decompress → diff_id check
  *
  * joined with stream.pipeline, so an error anywhere destroys every stage and
- * a consumer that stops early (destroy) closes the file descriptor. Runs on
- * whichever thread calls it: the caller's (small blobs) or a layer worker's
- * (off-thread.ts), which is why it takes only cloneable data.
+ * a consumer that stops early (destroy) closes the file descriptor. Used for
+ * small blobs (layer.ts), and by the layer worker when node lacks what its
+ * faster synchronous decoding needs (layer-worker.ts); so it takes only
+ * cloneable data.
  */
 import { pipeline, type Readable } from 'node:stream';
 import type { Digest } from './digest.js';

@@ -1,7 +1,10 @@
 /**
  * Worker-thread entry (see off-thread.ts): reads a layer blob, checks its
- * size and digest, decompresses it and checks the diff_id, all off the main
- * thread, and ships the tar bytes back in large transferred ArrayBuffers.
+ * size and digest and decompresses it, off the main thread, and ships the
+ * tar bytes back in large transferred ArrayBuffers. (The main thread hashes
+ * what it receives for the diff_id: it has time to spare while we decode.)
+ * A worker takes one job (layer) at a time and stays for the next, so a
+ * multi-layer build starts one thread, not one per layer.
  *
  * The decoders (sync-decode.ts) write straight into the batch that is then
  * transferred: the bytes are written once and never copied on either thread.
@@ -12,83 +15,112 @@
  * (layer-pipeline.ts): a size overrun fails at once; at the blob's end its
  * size, then its digest (IntegrityError), then a decode error held back
  * since it happened (InputError: a flipped byte is reported as a digest
- * mismatch, not as corrupt gzip), then truncation, then the diff_id.
+ * mismatch, not as corrupt gzip), then truncation.
  *
- * Flow control is by credits: at most `credits` batches are sent and not yet
- * taken by the main thread's consumer; with none left the worker waits, so
- * memory stays bounded whatever the layer's size.
+ * Flow control is by credits: at most `credits` batches of a job are sent
+ * and not yet taken by the main thread's consumer; with none left the job
+ * waits, so memory stays bounded whatever the layer's size.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { IntegrityError } from '../errors.js';
 import { Digester } from './digest.js';
 import { fsError } from './files.js';
 import { type LayerBlob, openLayerPipeline } from './layer-pipeline.js';
 import { createSyncDecoder, type SyncDecoder, syncGunzipAvailable } from './sync-decode.js';
 
-export interface LayerWorkerData {
+export interface LayerJob {
+  readonly id: number;
   readonly blob: LayerBlob;
-  /**
-   * The main thread hashes the batches it receives for the diff_id check
-   * (it has spare time while the worker decodes); the worker then skips it.
-   */
-  readonly diffIdOnMain: boolean;
   /** Bytes per batch sent to the main thread. */
   readonly batchBytes: number;
   /** Batches that may be in flight before the main thread returns credit. */
   readonly credits: number;
 }
 
-/** Worker → main. */
+/** Worker → main; `job` is the LayerJob id. */
 export type WorkerMessage =
-  | { readonly type: 'data'; readonly buffer: ArrayBuffer; readonly length: number }
-  | { readonly type: 'end' }
-  | { readonly type: 'error'; readonly name: string; readonly message: string };
+  | { readonly type: 'data'; readonly job: number; readonly buffer: ArrayBuffer; readonly length: number }
+  | { readonly type: 'end'; readonly job: number }
+  | { readonly type: 'error'; readonly job: number; readonly name: string; readonly message: string };
 
-/** Main → worker: the consumer took `n` batches; or it is done with a batch's memory, to fill again. */
-export type MainMessage = { readonly type: 'credit'; readonly n: number } | { readonly type: 'recycle'; readonly buffer: ArrayBuffer };
+/** Main → worker: a job; credit for `n` more batches of a job; or a batch's memory, done with, to fill again. */
+export type MainMessage =
+  | { readonly type: 'job'; readonly job: LayerJob }
+  | { readonly type: 'credit'; readonly job: number; readonly n: number }
+  | { readonly type: 'recycle'; readonly buffer: ArrayBuffer };
 
 /** Compressed bytes per read. */
 const READ_BYTES = 1024 * 1024;
+/** Recycled batch buffers kept at most (only batches we sent come back, so this is a backstop). */
+const MAX_FREE = 16;
 
 const port = parentPort;
 if (port === null) throw new Error('layer-worker.js must run as a worker thread');
-const { blob, batchBytes, credits: initialCredits, diffIdOnMain } = workerData as LayerWorkerData;
 
-let credits = initialCredits;
-let wake: (() => void) | undefined;
-/** Batch memory handed back by the main thread (bounded: only batches we sent come back). */
+/** The job being run, with its flow-control state. */
+let current: { readonly job: LayerJob; credits: number; wake: (() => void) | undefined } | undefined;
+/** Batch memory handed back by the main thread, reused across jobs. */
 const free: ArrayBuffer[] = [];
-port.on('message', (m: MainMessage) => {
-  if (m.type === 'recycle') {
-    if (m.buffer.byteLength === batchBytes && free.length < initialCredits + 4) free.push(m.buffer);
-    return;
-  }
-  credits += m.n;
-  const w = wake;
-  wake = undefined;
-  w?.();
-});
 
-function newBatch(): Buffer {
-  const ab = free.pop();
-  return ab !== undefined ? Buffer.from(ab) : Buffer.allocUnsafeSlow(batchBytes);
-}
+port.on('message', (m: MainMessage) => {
+  switch (m.type) {
+    case 'job':
+      run(m.job);
+      break;
+    case 'credit':
+      if (current !== undefined && current.job.id === m.job) {
+        current.credits += m.n;
+        const w = current.wake;
+        current.wake = undefined;
+        w?.();
+      }
+      break;
+    case 'recycle':
+      if (free.length < MAX_FREE) free.push(m.buffer);
+      break;
+  }
+});
 
 function post(msg: WorkerMessage, transfer?: ArrayBuffer[]): void {
   port!.postMessage(msg, transfer);
 }
 
-/** Batches out, each transferred once full (or at the end); waits for credit. */
-class Batcher {
-  #buf = newBatch();
-  #fill = 0;
-  /** Hashes what is shipped, for the diff_id check; undefined when not needed. */
-  readonly digester: Digester | undefined;
+function run(job: LayerJob): void {
+  // The main thread sends a job only to an idle worker; a second one would be its bug.
+  if (current !== undefined) throw new Error(`layer worker: job ${job.id} sent while job ${current.job.id} runs`);
+  const state = { job, credits: job.credits, wake: undefined as (() => void) | undefined };
+  current = state;
+  const go = job.blob.compression === 'gzip' && !syncGunzipAvailable() ? pumpStreams : pump;
+  go(job, state).then(
+    () => {
+      current = undefined;
+      post({ type: 'end', job: job.id });
+    },
+    (e: Error) => {
+      current = undefined;
+      post({ type: 'error', job: job.id, name: e.name, message: e.message });
+    },
+  );
+}
 
-  constructor(hash: boolean) {
-    this.digester = hash ? new Digester() : undefined;
+/** Batches out, each transferred once full (or at the end); waits for the job's credit. */
+class Batcher {
+  readonly #state: { readonly job: LayerJob; credits: number; wake: (() => void) | undefined };
+  #buf: Buffer;
+  #fill = 0;
+
+  constructor(state: { readonly job: LayerJob; credits: number; wake: (() => void) | undefined }) {
+    this.#state = state;
+    this.#buf = this.#newBatch();
+  }
+
+  #newBatch(): Buffer {
+    const size = this.#state.job.batchBytes;
+    // Recycled memory of another batch size (an earlier job's) is dropped.
+    for (let ab = free.pop(); ab !== undefined; ab = free.pop()) if (ab.byteLength === size) return Buffer.from(ab);
+    return Buffer.allocUnsafeSlow(size);
   }
 
   /** Where the next decoded bytes go (never empty). */
@@ -103,18 +135,18 @@ class Batcher {
 
   async ship(): Promise<void> {
     if (this.#fill === 0) return;
-    while (credits === 0) await new Promise<void>((r) => (wake = r));
-    credits--;
-    const buf = this.#buf;
+    const s = this.#state;
+    while (s.credits === 0) await new Promise<void>((r) => (s.wake = r));
+    s.credits--;
+    const ab = this.#buf.buffer as ArrayBuffer;
     const length = this.#fill;
-    this.digester?.update(buf.subarray(0, length));
-    this.#buf = newBatch();
+    this.#buf = this.#newBatch();
     this.#fill = 0;
-    post({ type: 'data', buffer: buf.buffer as ArrayBuffer, length }, [buf.buffer as ArrayBuffer]);
+    post({ type: 'data', job: s.job.id, buffer: ab, length }, [ab]);
   }
 }
 
-async function openBlob(): Promise<FileHandle> {
+async function openBlob(blob: LayerBlob): Promise<FileHandle> {
   try {
     return await open(blob.range.file, 'r');
   } catch (e) {
@@ -122,7 +154,7 @@ async function openBlob(): Promise<FileHandle> {
   }
 }
 
-function readSlice(fh: FileHandle, buf: Buffer, pos: number): Promise<Buffer> {
+function readSlice(blob: LayerBlob, fh: FileHandle, buf: Buffer, pos: number): Promise<Buffer> {
   const len = Math.min(buf.length, blob.range.size - pos);
   if (len <= 0) return Promise.resolve(buf.subarray(0, 0));
   return fh.read(buf, 0, len, blob.range.start + pos).then(
@@ -133,18 +165,23 @@ function readSlice(fh: FileHandle, buf: Buffer, pos: number): Promise<Buffer> {
   );
 }
 
-async function pump(): Promise<void> {
+async function pump(job: LayerJob, state: ConstructorParameters<typeof Batcher>[0]): Promise<void> {
+  const blob = job.blob;
   const what = `${blob.name} (${blob.range.where})`;
   const blobDigest = new Digester();
-  // An uncompressed blob whose digest is its diff_id is checked once.
-  const checkDiffId = !diffIdOnMain && (blob.compression !== 'none' || blob.digest !== blob.diffId);
-  const out = new Batcher(checkDiffId);
+  const out = new Batcher(state);
   const decoder: SyncDecoder = createSyncDecoder(blob.compression, blob.name);
   let failure: Error | undefined; // a decode error, held back to the blob's end
-  const fh = await openBlob();
+  let fh: FileHandle;
+  try {
+    fh = await openBlob(blob);
+  } catch (e) {
+    decoder.close();
+    throw e;
+  }
   // Two read buffers take turns: one is decoded while the next is read.
   const bufs = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)];
-  let next: Promise<Buffer> = readSlice(fh, bufs[0]!, 0);
+  let next: Promise<Buffer> = readSlice(blob, fh, bufs[0]!, 0);
   try {
     let pos = 0;
     let turn = 0;
@@ -153,7 +190,7 @@ async function pump(): Promise<void> {
       if (input.length === 0) break; // end of range, or the file is shorter (size check below)
       pos += input.length;
       turn ^= 1;
-      next = readSlice(fh, bufs[turn]!, pos);
+      next = readSlice(blob, fh, bufs[turn]!, pos);
       blobDigest.update(input);
       if (blobDigest.bytes > blob.size) throw new IntegrityError(`${what}: more than the expected ${blob.size} bytes`);
       if (failure !== undefined) continue; // drain: the digest check needs every byte
@@ -179,10 +216,6 @@ async function pump(): Promise<void> {
       if (!step.more) break;
     }
     await out.ship();
-    if (out.digester !== undefined) {
-      const diff = out.digester.digest();
-      if (diff !== blob.diffId) throw new IntegrityError(`${blob.name}: uncompressed content hashes to ${diff}, but the config's diff_id is ${blob.diffId}`);
-    }
   } finally {
     decoder.close();
     next.catch(() => {}); // a read still in flight when we failed: close waits for it, its error is moot
@@ -191,12 +224,11 @@ async function pump(): Promise<void> {
 }
 
 /** Without the zlib internals sync-decode needs: the in-thread stream pipeline, copied into batches. */
-async function pumpStreams(): Promise<void> {
-  const out = new Batcher(false);
-  for await (const chunk of openLayerPipeline(blob)) {
-    let off = 0;
+async function pumpStreams(job: LayerJob, state: ConstructorParameters<typeof Batcher>[0]): Promise<void> {
+  const out = new Batcher(state);
+  for await (const chunk of openLayerPipeline(job.blob)) {
     const c = chunk as Buffer;
-    while (off < c.length) {
+    for (let off = 0; off < c.length; ) {
       const n = c.copy(out.room, 0, off);
       off += n;
       await out.wrote(n);
@@ -204,9 +236,3 @@ async function pumpStreams(): Promise<void> {
   }
   await out.ship();
 }
-
-const run = blob.compression === 'gzip' && !syncGunzipAvailable() ? pumpStreams : pump;
-run().then(
-  () => post({ type: 'end' }),
-  (e: Error) => post({ type: 'error', name: e.name, message: e.message }),
-).finally(() => port.unref()); // nothing left to do: let the thread end

@@ -1,13 +1,14 @@
 /**
  * A layer whose blob is a byte range of a file (a layout's blob file or an
- * entry of a tar archive). `open()` builds a fresh pipeline each call
- * (layer-pipeline.ts):
+ * entry of a tar archive). `open()` gives a fresh stream each call:
  *
  *   range read → size+digest check → decompress → diff_id check → consumer
  *
- * Blobs of OFF_THREAD_MIN_BYTES or more run it in a worker thread
- * (off-thread.ts), so decompression and hashing overlap the consumer's work;
- * smaller ones run here, where starting a thread would cost more than the work.
+ * Blobs of OFF_THREAD_MIN_BYTES or more are read, checked and decompressed
+ * on a worker thread (off-thread.ts), so that work overlaps the consumer's;
+ * smaller ones go through the stream pipeline here (layer-pipeline.ts), where
+ * starting a thread would cost more than the work. Both give the same bytes
+ * and the same errors (off-thread.test.ts holds them to it).
  */
 import type { Readable } from 'node:stream';
 import type { Digest } from './digest.js';

@@ -6,8 +6,10 @@
  * recycling under readLayerEntries' transientChunks.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -23,7 +25,7 @@ import type { SupportedCompression } from './decompress.js';
 import { type Digest, sha256Digest } from './digest.js';
 import { FileLayer, OFF_THREAD_MIN_BYTES } from './layer.js';
 import { type LayerBlob, openLayerPipeline } from './layer-pipeline.js';
-import { openOffThread } from './off-thread.js';
+import { openOffThread, prestartLayerWorker, whenProduced } from './off-thread.js';
 
 /** Small batches and few credits, so flow control and batch edges are exercised. */
 const SMALL = { batchBytes: 64 * 1024, credits: 2 };
@@ -158,6 +160,7 @@ describe('source/off-thread (layer decoding in a worker thread)', function () {
     });
 
     it('a consumer that stops early leaves no thread or descriptor behind', async function () {
+      await new Promise((r) => setTimeout(r, 100)); // workers of earlier tests end as their streams close
       const before = openFdCount();
       if (before === undefined) this.skip();
       const big = randomBytes(4 * 1024 * 1024);
@@ -174,6 +177,69 @@ describe('source/off-thread (layer decoding in a worker thread)', function () {
       }
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(openFdCount(), before);
+    });
+
+    it('hands its worker on to a layer opened as soon as it is produced (one thread for a chain of layers)', async function () {
+      const threads = (): number | undefined => {
+        try {
+          return readdirSync('/proc/self/task').length;
+        } catch {
+          return undefined;
+        }
+      };
+      if (threads() === undefined) this.skip();
+      await new Promise((r) => setTimeout(r, 100));
+      const before = threads()!;
+      const parts = [Buffer.concat([randomBytes(300_000), Buffer.alloc(1_000_000)]), randomBytes(700_000), Buffer.alloc(2_000_000, 3)];
+      const blobs = [
+        await blobOf(zlib.gzipSync(parts[0]!), 'gzip', { diffId: sha256Digest(parts[0]!) }),
+        await blobOf(zstdCompress(parts[1]!), 'zstd', { diffId: sha256Digest(parts[1]!) }),
+        await blobOf(zlib.gzipSync(parts[2]!), 'gzip', { diffId: sha256Digest(parts[2]!) }),
+      ];
+      const sizes = [{ batchBytes: 65_536, credits: 4 }, { batchBytes: 100_000, credits: 2 }, SMALL];
+      let most = before;
+      let producedEarly = 0;
+      let next: Promise<Readable> = Promise.resolve(openOffThread(blobs[0]!, sizes[0]));
+      for (let i = 0; i < blobs.length; i++) {
+        const s = await next;
+        let ended = false;
+        s.once('end', () => (ended = true));
+        if (i + 1 < blobs.length) {
+          next = whenProduced(s).then(() => {
+            if (!ended) producedEarly++;
+            return openOffThread(blobs[i + 1]!, sizes[i + 1]);
+          });
+        }
+        const h = createHash('sha256');
+        for await (const c of s) {
+          h.update(c as Buffer);
+          most = Math.max(most, threads()!);
+          await new Promise((r) => setImmediate(r)); // a slow consumer: the worker finishes first
+        }
+        assert.equal(`sha256:${h.digest('hex')}`, sha256Digest(parts[i]!));
+      }
+      assert.equal(producedEarly, 2, 'the next layer opened before the previous one was read to its end');
+      assert.ok(most <= before + 1, `at most one layer worker at a time (threads ${before} -> ${most})`);
+    });
+
+    it('a prestarted worker takes the first layer, and left unused does not hold the process', async function () {
+      if (openFdCount() === undefined) this.skip(); // no /proc
+      await new Promise((r) => setTimeout(r, 100));
+      const before = readdirSync('/proc/self/task').length;
+      prestartLayerWorker();
+      await new Promise((r) => setTimeout(r, 200)); // booted
+      assert.equal(readdirSync('/proc/self/task').length, before + 1);
+      const big = randomBytes(500_000);
+      const o = await outcome(openOffThread(await blobOf(zlib.gzipSync(big), 'gzip', { diffId: sha256Digest(big) }), SMALL));
+      assert.deepEqual(o, { ok: true, digest: sha256Digest(big), bytes: big.length });
+      assert.ok(readdirSync('/proc/self/task').length <= before + 1, 'no second worker was started');
+      // A process that prestarts and never opens a layer still exits at once.
+      const url = new URL('./off-thread.js', import.meta.url).href;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', `(await import(${JSON.stringify(url)})).prestartLayerWorker();`]);
+      const t0 = Date.now();
+      const [code] = (await once(child, 'exit')) as [number];
+      assert.equal(code, 0);
+      assert.ok(Date.now() - t0 < 10_000, 'exited without waiting on the idle worker');
     });
 
     it('FileLayer runs large blobs off-thread and honours its AbortSignal', async () => {
