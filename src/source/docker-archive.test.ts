@@ -4,16 +4,17 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { type ChunkyardError, InputError, NotFoundError } from '../errors.js';
-import { makeTar, writeDockerArchive, writeOciArchive } from '../testing/oci-writer.js';
+import { writeDockerArchive, writeOciArchive } from '../testing/oci-writer.js';
 import { drain } from '../testing/streams.js';
+import { tarOf } from '../testing/tar-writer.js';
 import { type TmpDir, tmpDir } from '../testing/tools.js';
 import { sha256Digest } from './digest.js';
 import { dockerArchiveTransport, familiarDockerName } from './docker-archive.js';
 import { ociArchiveTransport } from './oci-archive.js';
 import type { ImageSource } from './source.js';
 
-const L0 = makeTar([{ name: 'etc/os-release', content: 'ID=synthetic\n' }]);
-const L1 = makeTar([{ name: 'usr/bin/tool', content: randomBytes(50_000) }]);
+const L0 = tarOf([{ name: 'etc/os-release', data: 'ID=synthetic\n' }]);
+const L1 = tarOf([{ name: 'usr/bin/tool', data: randomBytes(50_000) }]);
 
 function rejectsWith(cls: abstract new (...a: never[]) => ChunkyardError, re: RegExp): (e: unknown) => boolean {
   return (e: unknown) => {

@@ -10,8 +10,9 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { type ChunkyardError, InputError, IntegrityError, InterruptedError, NotFoundError } from '../errors.js';
-import { blobFile, compressLayer, makeTar, writeBlob, writeOciArchive, writeOciLayout } from '../testing/oci-writer.js';
+import { blobFile, compressLayer, writeBlob, writeOciArchive, writeOciLayout } from '../testing/oci-writer.js';
 import { drain, openFdCount, readAllBytes } from '../testing/streams.js';
+import { tarOf } from '../testing/tar-writer.js';
 import { type TmpDir, tmpDir } from '../testing/tools.js';
 import { type Digest, sha256Digest } from './digest.js';
 import { OciArchiveReference } from './oci-archive.js';
@@ -19,13 +20,13 @@ import { OciLayoutReference } from './oci.js';
 import { parsePlatform } from './platform.js';
 import type { ImageSource, OpenOptions } from './source.js';
 
-const L0 = makeTar([
+const L0 = tarOf([
   { name: 'etc/', type: 'dir' },
-  { name: 'etc/hostname', content: 'synthetic\n' },
-  { name: 'bin/sh', content: randomBytes(20_000), mode: 0o755 },
+  { name: 'etc/hostname', data: 'synthetic\n' },
+  { name: 'bin/sh', data: randomBytes(20_000), mode: 0o755 },
 ]);
-const L1 = makeTar([{ name: 'app/data', content: Buffer.concat([randomBytes(100_000), Buffer.alloc(100_000)]) }]);
-const L2 = makeTar([{ name: 'app/.wh.data', content: '' }]);
+const L1 = tarOf([{ name: 'app/data', data: Buffer.concat([randomBytes(100_000), Buffer.alloc(100_000)]) }]);
+const L2 = tarOf([{ name: 'app/.wh.data', data: '' }]);
 
 function rejectsWith<T extends ChunkyardError>(cls: new (...a: never[]) => T, re: RegExp): (e: unknown) => boolean {
   return (e: unknown) => {
@@ -322,7 +323,7 @@ describe('source/layout (synthetic OCI layouts)', () => {
       const before = openFdCount();
       if (before === undefined) this.skip();
       const dir = fresh();
-      const big = makeTar([{ name: 'big', content: randomBytes(8 * 1024 * 1024) }]);
+      const big = tarOf([{ name: 'big', data: randomBytes(8 * 1024 * 1024) }]);
       for (const compression of ['gzip', 'zstd', 'none'] as const) {
         await writeOciLayout(dir, [{ tag: compression, layers: [big], compression }]);
         const src = await openOci(dir, compression);

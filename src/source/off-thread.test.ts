@@ -18,8 +18,8 @@ import { compress as zstdCompress } from 'zstd-napi';
 import { InterruptedError } from '../errors.js';
 import { RECYCLE_CHUNK } from '../layers/byte-reader.js';
 import { readLayerEntries } from '../layers/tar.js';
-import { makeTar, type TarFile } from '../testing/oci-writer.js';
 import { openFdCount } from '../testing/streams.js';
+import { type TarEntrySpec, tarOf } from '../testing/tar-writer.js';
 import { type TmpDir, tmpDir } from '../testing/tools.js';
 import type { SupportedCompression } from './decompress.js';
 import { type Digest, sha256Digest } from './digest.js';
@@ -255,12 +255,12 @@ describe('source/off-thread (layer decoding in a worker thread)', function () {
     });
 
     it('recycled chunks under transientChunks read the same entries and bytes', async () => {
-      const files: TarFile[] = [];
+      const files: TarEntrySpec[] = [];
       for (let i = 0; i < 300; i++) {
         const size = i % 7 === 0 ? 0 : Math.floor(Math.random() * 30_000);
-        files.push({ name: `d${i % 5}/${'n'.repeat(i % 90)}f${i}`, content: i % 3 === 0 ? Buffer.alloc(size, i) : randomBytes(size) });
+        files.push({ name: `d${i % 5}/${'n'.repeat(i % 90)}f${i}`, data: i % 3 === 0 ? Buffer.alloc(size, i) : randomBytes(size) });
       }
-      const t = makeTar(files);
+      const t = tarOf(files);
       const blob = await blobOf(zlib.gzipSync(t), 'gzip', { diffId: sha256Digest(t) });
       const read = async (s: Readable, transientChunks: boolean): Promise<string[]> => {
         const out: string[] = [];

@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { InputError } from '../errors.js';
-import { makeTar, tarHeader } from '../testing/oci-writer.js';
+import { tarOf } from '../testing/tar-writer.js';
 import { requireTool, run, type TmpDir, tmpDir } from '../testing/tools.js';
 import { indexTarFile, indexTarFileSync, normalizeArchivePath, type TarIndex } from './tar-index.js';
 
@@ -37,14 +37,14 @@ describe('source/tar-index', () => {
     const long = `${'d'.repeat(120)}/${'f'.repeat(90)}`;
     await writeFile(
       file,
-      makeTar([
+      tarOf([
         { name: './dir/', type: 'dir' },
-        { name: './dir/hello', content: 'hello world' },
-        { name: 'empty', content: '' },
-        { name: long, content: 'deep' },
-        { name: 'dup', content: 'first' },
-        { name: 'dup', content: 'second' },
-        { name: '../evil', content: 'nope' },
+        { name: './dir/hello', data: 'hello world' },
+        { name: 'empty', data: '' },
+        { name: long, data: 'deep', longNames: 'prefix' },
+        { name: 'dup', data: 'first' },
+        { name: 'dup', data: 'second' },
+        { name: '../evil', data: 'nope' },
         { name: 'dir/link', type: 'symlink', linkname: 'hello' },
         { name: 'hard', type: 'hardlink', linkname: './dir/hello' },
       ]),
@@ -69,8 +69,8 @@ describe('source/tar-index', () => {
     const file = path.join(tmp.path, 'links.tar');
     await writeFile(
       file,
-      makeTar([
-        { name: 'a/target', content: 'x' },
+      tarOf([
+        { name: 'a/target', data: 'x' },
         { name: 'b/escape', type: 'symlink', linkname: '../../outside' },
         { name: 'b/abs', type: 'symlink', linkname: '/a/target' },
         { name: 'b/chain', type: 'symlink', linkname: 'abs' },
@@ -101,17 +101,10 @@ describe('source/tar-index', () => {
   });
 
   it('reads base-256 sizes', async () => {
-    const content = Buffer.alloc(1000, 0x61);
-    const h = tarHeader({ name: 'big' }, content.length);
-    h.fill(0, 124, 136);
-    h[124] = 0x80;
-    h.writeUInt16BE(1000, 134);
-    h.fill(0x20, 148, 156);
-    let sum = 0;
-    for (const b of h) sum += b;
-    h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'latin1');
+    const tar = tarOf([{ name: 'big', data: Buffer.alloc(1000, 0x61), base256: ['size'] }]);
+    assert.equal(tar[124], 0x80, 'the size field is base-256');
     const file = path.join(tmp.path, 'b256.tar');
-    await writeFile(file, Buffer.concat([h, content, Buffer.alloc(24), Buffer.alloc(1024)]));
+    await writeFile(file, tar);
     const index = await indexTarFile(file);
     assert.equal(index.resolve('big')?.size, 1000);
   });
@@ -122,7 +115,7 @@ describe('source/tar-index', () => {
     await assert.rejects(indexTarFile(notTar), (e: unknown) => e instanceof InputError && /not a tar archive/.test(e.message));
     assert.throws(() => indexTarFileSync(notTar), InputError);
 
-    const tar = makeTar([{ name: 'f', content: Buffer.alloc(5000, 1) }]);
+    const tar = tarOf([{ name: 'f', data: Buffer.alloc(5000, 1) }]);
     const gz = path.join(tmp.path, 'a.tar.gz');
     await writeFile(gz, zlib.gzipSync(tar));
     await assert.rejects(indexTarFile(gz), (e: unknown) => e instanceof InputError && /gzip-compressed; decompress it first/.test(e.message));
@@ -133,7 +126,7 @@ describe('source/tar-index', () => {
 
     const corrupt = Buffer.from(tar);
     corrupt[0] = 0x7a; // name changes, checksum no longer matches
-    await writeFile(cut, Buffer.concat([makeTar([{ name: 'ok', content: 'x' }]).subarray(0, 1024), corrupt]));
+    await writeFile(cut, Buffer.concat([tarOf([{ name: 'ok', data: 'x' }]).subarray(0, 1024), corrupt]));
     await assert.rejects(indexTarFile(cut), (e: unknown) => e instanceof InputError && /bad checksum/.test(e.message));
   });
 });

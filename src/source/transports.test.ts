@@ -2,14 +2,15 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { InputError, NotFoundError, UsageError } from '../errors.js';
-import { makeTar, writeDockerArchive, writeOciArchive, writeOciLayout } from '../testing/oci-writer.js';
+import { writeDockerArchive, writeOciArchive, writeOciLayout } from '../testing/oci-writer.js';
+import { tarOf } from '../testing/tar-writer.js';
 import { type TmpDir, tmpDir } from '../testing/tools.js';
 import { DockerArchiveReference } from './docker-archive.js';
 import { OciArchiveReference } from './oci-archive.js';
 import { OciLayoutReference } from './oci.js';
 import { parseImageReference, TRANSPORTS } from './transports.js';
 
-const L0 = makeTar([{ name: 'hello', content: 'world' }]);
+const L0 = tarOf([{ name: 'hello', data: 'world' }]);
 
 function roundTrips(s: string): void {
   const ref = parseImageReference(s);
@@ -145,7 +146,7 @@ describe('source/transports', () => {
     await mkdir(plainDir);
     assert.throws(() => parseImageReference(plainDir), (e: unknown) => e instanceof InputError && /not an OCI image layout/.test(e.message));
     const notImage = path.join(tmp.path, 'files.tar');
-    await writeFile(notImage, makeTar([{ name: 'a', content: 'b' }]));
+    await writeFile(notImage, tarOf([{ name: 'a', data: 'b' }]));
     assert.throws(() => parseImageReference(notImage), (e: unknown) => e instanceof InputError && /neither a docker save archive/.test(e.message));
   });
 });

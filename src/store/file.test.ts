@@ -9,8 +9,10 @@ import { knownChunk, nameOf } from '../testing/chunk-data.js';
 import { run, tmpDir, type TmpDir } from '../testing/tools.js';
 import { runStoreConformance } from './conformance.js';
 import { FileStore } from './file.js';
+import type { ChunkId } from './ids.js';
 import { findMissing } from './missing.js';
 import { openStore } from './open.js';
+import { type ChunkPage, countsSince } from './store.js';
 
 runStoreConformance('file', async () => {
   const dir = await tmpDir('file-store');
@@ -130,6 +132,37 @@ describe('FileStore', function () {
     assert.ok(!left.includes(path.basename(oldTemp)));
     assert.ok(left.includes(path.basename(freshTemp)), 'a live writer’s temp file is kept');
     assert.equal(store.requestCounts().delete, 1);
+  });
+
+  it('lists one page per shard directory, reading none before startAfter', async function () {
+    const store = await FileStore.open(tmp.path);
+    const cs = Array.from({ length: 12 }, (_, i) => knownChunk(i, 'pages', 1024));
+    for (const c of cs) await store.put(c.id, c.data);
+    const byShard = new Map<string, string[]>();
+    for (const id of cs.map((c) => c.id).sort()) byShard.set(id.slice(0, 2), [...(byShard.get(id.slice(0, 2)) ?? []), id]);
+    const shards = [...byShard.keys()];
+    assert.ok(shards.length >= 3, 'the chunks fall into several shards');
+
+    const pagesFrom = async (startAfter?: ChunkId): Promise<{ pages: ChunkPage[]; lists: number }> => {
+      const before = store.requestCounts();
+      const pages: ChunkPage[] = [];
+      for await (const p of store.listChunkPages(startAfter === undefined ? {} : { startAfter })) pages.push(p);
+      return { pages, lists: countsSince(before, store.requestCounts()).list };
+    };
+    const all = await pagesFrom();
+    assert.deepEqual(
+      all.pages,
+      shards.map((s, i) => ({ ids: byShard.get(s), more: i < shards.length - 1 })),
+    );
+    assert.equal(all.lists, 1 + shards.length, 'chunks/ and each shard, one readdir each');
+
+    const first = byShard.get(shards[1]!)![0]! as ChunkId;
+    const rest = await pagesFrom(first);
+    assert.deepEqual(
+      rest.pages.map((p) => p.ids),
+      [byShard.get(shards[1]!)!.slice(1), ...shards.slice(2).map((s) => byShard.get(s))],
+    );
+    assert.equal(rest.lists, 1 + shards.length - 1, 'shards before startAfter are not read');
   });
 
   it('reports a corrupt manifest or tag instead of returning it', async function () {

@@ -1,5 +1,6 @@
 /**
- * `file://DIR`: the embedded store. Layout in layout.ts.
+ * `file://DIR`: the embedded store. Layout in layout.ts; the Store operations
+ * are object-store.ts's, on the FileBackend here.
  *
  * Every object is written the same way: a temp file `.<name>.<random>.tmp`
  * beside the final name (same directory, so same filesystem), written,
@@ -17,25 +18,14 @@
  * written — so a manifest never outlives, after a crash, a chunk it names.
  */
 import { randomBytes } from 'node:crypto';
+import type { Dirent } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { IntegrityError, InterruptedError, NotFoundError, StoreError, UsageError, throwIfAborted } from '../errors.js';
-import { type Digest, parseDigest, sha256Digest } from '../source/digest.js';
-import { type ChunkId, isTagName, parseChunkId, parseTagName } from './ids.js';
-import { CHUNKS_DIR, chunkIdFromKey, chunkKey, decodeTag, encodeTag, MANIFESTS_DIR, manifestKey, TAGS_DIR, tagKey } from './layout.js';
-import {
-  type ChunkPage,
-  type CostModel,
-  type ListOptions,
-  type OpOptions,
-  type PutOptions,
-  type PutOutcome,
-  RequestCounter,
-  type RequestCounts,
-  type Store,
-  type TagEntry,
-} from './store.js';
+import { InterruptedError, StoreError, UsageError, throwIfAborted } from '../errors.js';
+import { CHUNKS_DIR, MANIFESTS_DIR, TAGS_DIR } from './layout.js';
+import { type KeyPage, type ObjectBackend, ObjectStore, type PutObjectOptions } from './object-store.js';
+import { type CostModel, type OpOptions, RequestCounter, type RequestCounts } from './store.js';
 
 const TEMP_RE = /^\..+\.[0-9a-f]+\.tmp$/;
 const SHARD_RE = /^[0-9a-f]{2}$/;
@@ -47,19 +37,13 @@ export interface RemoveStaleTempsOptions extends OpOptions {
   readonly now?: number;
 }
 
-export class FileStore implements Store {
-  readonly url: string;
+export class FileStore extends ObjectStore {
   readonly costModel: CostModel = { kind: 'local' };
-  readonly #root: string;
-  readonly #counts = new RequestCounter();
-  /** Directories known to exist (saves a mkdir per put). */
-  readonly #made = new Set<string>();
-  /** Directories with renames (or new entries) not yet fsynced. */
-  readonly #dirty = new Set<string>();
+  readonly #files: FileBackend;
 
-  private constructor(root: string) {
-    this.#root = root;
-    this.url = pathToFileURL(root).href;
+  private constructor(files: FileBackend) {
+    super(files);
+    this.#files = files;
   }
 
   /**
@@ -77,131 +61,19 @@ export class FileStore implements Store {
       if (e instanceof UsageError) throw e;
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(root, e, 'open', '.');
     }
-    return new FileStore(root);
+    return new FileStore(new FileBackend(root));
   }
 
   /** The store's directory. */
   get dir(): string {
-    return this.#root;
+    return this.#files.root;
   }
 
   requestCounts(): RequestCounts {
-    return this.#counts.snapshot();
+    return this.#files.counts.snapshot();
   }
 
   async close(): Promise<void> {}
-
-  // --- chunks ----------------------------------------------------------------
-
-  async get(id: ChunkId, options: OpOptions = {}): Promise<Buffer | undefined> {
-    const key = chunkKey(parseChunkId(id));
-    return this.#read(key, options.signal);
-  }
-
-  async has(id: ChunkId, options: OpOptions = {}): Promise<boolean> {
-    const key = chunkKey(parseChunkId(id));
-    return this.#exists(key, options.signal);
-  }
-
-  async put(id: ChunkId, data: Uint8Array, options: PutOptions = {}): Promise<PutOutcome> {
-    const key = chunkKey(parseChunkId(id));
-    if ((options.check ?? 'exists') === 'exists' && (await this.#exists(key, options.signal))) return 'present';
-    await this.#writeAtomic(key, data, options.signal);
-    return 'uploaded';
-  }
-
-  async sync(options: OpOptions = {}): Promise<void> {
-    throwIfAborted(options.signal);
-    const dirs = [...this.#dirty];
-    for (const d of dirs) this.#dirty.delete(d);
-    // Deepest first, so a new shard directory's own entries are durable before its parent names it.
-    dirs.sort((a, b) => b.length - a.length);
-    for (let i = 0; i < dirs.length; i++) {
-      const d = dirs[i]!;
-      try {
-        const fh = await open(d, 'r');
-        try {
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-      } catch (e) {
-        for (const rest of dirs.slice(i)) this.#dirty.add(rest);
-        throw fsError(this.#root, e, 'fsync directory', path.relative(this.#root, d) || '.');
-      }
-    }
-  }
-
-  async *listChunkPages(options: ListOptions = {}): AsyncIterable<ChunkPage> {
-    const after = options.startAfter === undefined ? undefined : parseChunkId(options.startAfter, 'startAfter');
-    const shards = (await this.#readdir(CHUNKS_DIR, options.signal))
-      .filter((s) => SHARD_RE.test(s) && (after === undefined || s >= after.slice(0, 2)))
-      .sort();
-    if (shards.length === 0) yield { ids: [], more: false };
-    for (const [i, shard] of shards.entries()) {
-      const ids: ChunkId[] = [];
-      for (const name of await this.#readdir(`${CHUNKS_DIR}/${shard}`, options.signal)) {
-        const id = chunkIdFromKey(`${CHUNKS_DIR}/${shard}/${name}`);
-        if (id !== undefined && (after === undefined || id > after)) ids.push(id);
-      }
-      yield { ids: ids.sort(), more: i < shards.length - 1 };
-    }
-  }
-
-  async *listChunks(options: ListOptions = {}): AsyncIterable<ChunkId> {
-    for await (const page of this.listChunkPages(options)) yield* page.ids;
-  }
-
-  // --- manifests and tags ------------------------------------------------------
-
-  async putManifest(bytes: Uint8Array, options: OpOptions = {}): Promise<Digest> {
-    const digest = sha256Digest(bytes);
-    const key = manifestKey(digest);
-    if (!(await this.#exists(key, options.signal))) {
-      await this.#writeAtomic(key, bytes, options.signal);
-    }
-    await this.sync(options);
-    return digest;
-  }
-
-  async getManifest(digest: Digest, options: OpOptions = {}): Promise<Buffer | undefined> {
-    const d = parseDigest(digest, 'manifest digest');
-    const bytes = await this.#read(manifestKey(d), options.signal);
-    if (bytes !== undefined && sha256Digest(bytes) !== d) {
-      throw new IntegrityError(`manifest ${d} in ${this.url} is corrupt: its bytes hash to ${sha256Digest(bytes)}`);
-    }
-    return bytes;
-  }
-
-  async hasManifest(digest: Digest, options: OpOptions = {}): Promise<boolean> {
-    return this.#exists(manifestKey(parseDigest(digest, 'manifest digest')), options.signal);
-  }
-
-  async setTag(name: string, digest: Digest, options: OpOptions = {}): Promise<void> {
-    const tag = parseTagName(name);
-    const d = parseDigest(digest, 'manifest digest');
-    if (!(await this.hasManifest(d, options))) {
-      throw new NotFoundError(`cannot tag ${tag}: manifest ${d} is not in ${this.url}`);
-    }
-    await this.#writeAtomic(tagKey(tag), Buffer.from(encodeTag(d)), options.signal);
-    await this.sync(options);
-  }
-
-  async getTag(name: string, options: OpOptions = {}): Promise<Digest | undefined> {
-    const key = tagKey(parseTagName(name));
-    const bytes = await this.#read(key, options.signal);
-    return bytes === undefined ? undefined : decodeTag(bytes, `${this.url}/${key}`);
-  }
-
-  async *listTags(options: OpOptions = {}): AsyncIterable<TagEntry> {
-    const names = (await this.#readdir(TAGS_DIR, options.signal)).filter(isTagName).sort();
-    for (const name of names) {
-      const digest = await this.getTag(name, options);
-      if (digest !== undefined) yield { name, digest }; // removed since the readdir
-    }
-  }
-
-  // --- housekeeping ------------------------------------------------------------
 
   /**
    * Deletes temp files that a killed writer left behind (older than
@@ -209,74 +81,56 @@ export class FileStore implements Store {
    * Nothing depends on it: leftovers are never read or listed.
    */
   async removeStaleTemps(options: RemoveStaleTempsOptions = {}): Promise<number> {
-    const cutoff = (options.now ?? Date.now()) - (options.olderThanMs ?? 3_600_000);
-    const shards = (await this.#readdir(CHUNKS_DIR, options.signal)).filter((s) => SHARD_RE.test(s));
-    const dirs = [...shards.map((s) => `${CHUNKS_DIR}/${s}`), MANIFESTS_DIR, TAGS_DIR];
-    let removed = 0;
-    for (const dir of dirs) {
-      for (const name of await this.#readdir(dir, options.signal)) {
-        if (!TEMP_RE.test(name)) continue;
-        const p = path.join(this.#root, dir, name);
-        try {
-          const st = await stat(p);
-          if (!st.isFile() || st.mtimeMs >= cutoff) continue;
-          this.#counts.add('delete');
-          await rm(p, { force: true });
-          removed++;
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(this.#root, e, 'remove', `${dir}/${name}`);
-        }
-      }
-    }
-    return removed;
+    return this.#files.removeStaleTemps(options);
+  }
+}
+
+/** Objects as files under the store's directory, each written atomically (see the top of this file). */
+class FileBackend implements ObjectBackend {
+  readonly url: string;
+  readonly counts = new RequestCounter();
+  /** Directories known to exist (saves a mkdir per put). */
+  readonly #made = new Set<string>();
+  /** Directories with renames (or new entries) not yet fsynced. */
+  readonly #dirty = new Set<string>();
+
+  constructor(readonly root: string) {
+    this.url = pathToFileURL(root).href;
   }
 
-  // --- primitives --------------------------------------------------------------
-
-  async #read(key: string, signal: AbortSignal | undefined): Promise<Buffer | undefined> {
+  async getObject(key: string, signal: AbortSignal | undefined): Promise<Buffer | undefined> {
     throwIfAborted(signal);
-    this.#counts.add('get');
+    this.counts.add('get');
     try {
-      return await readFile(path.join(this.#root, key), signal ? { signal } : {});
+      return await readFile(path.join(this.root, key), signal ? { signal } : {});
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-      throw fsError(this.#root, e, 'read', key, signal);
+      throw fsError(this.root, e, 'read', key, signal);
     }
   }
 
-  async #exists(key: string, signal: AbortSignal | undefined): Promise<boolean> {
+  async headObject(key: string, signal: AbortSignal | undefined): Promise<boolean> {
     throwIfAborted(signal);
-    this.#counts.add('head');
+    this.counts.add('head');
     try {
-      return (await stat(path.join(this.#root, key))).isFile();
+      return (await stat(path.join(this.root, key))).isFile();
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return false;
-      throw fsError(this.#root, e, 'stat', key);
-    }
-  }
-
-  /** Entry names of a directory under the root; [] when it does not exist yet. */
-  async #readdir(rel: string, signal: AbortSignal | undefined): Promise<string[]> {
-    throwIfAborted(signal);
-    this.#counts.add('list');
-    try {
-      return await readdir(path.join(this.#root, rel));
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
-      throw fsError(this.#root, e, 'list', rel);
+      throw fsError(this.root, e, 'stat', key);
     }
   }
 
   /** Temp file, write, fsync, rename over `key`. Marks the directory for sync(). */
-  async #writeAtomic(key: string, data: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+  async putObject(key: string, data: Uint8Array, options: PutObjectOptions): Promise<void> {
+    const { signal } = options;
+    if (options.keepExisting === true && (await this.headObject(key, signal))) return;
     throwIfAborted(signal);
-    const finalPath = path.join(this.#root, key);
+    const finalPath = path.join(this.root, key);
     const dir = path.dirname(finalPath);
     const tmp = path.join(dir, `.${path.basename(finalPath)}.${randomBytes(8).toString('hex')}.tmp`);
-    this.#counts.add('put');
+    this.counts.add('put');
     await this.#ensureDir(dir, key);
     try {
       const fh = await open(tmp, 'wx', 0o644).catch(async (e: NodeJS.ErrnoException) => {
@@ -297,9 +151,93 @@ export class FileStore implements Store {
     } catch (e) {
       await rm(tmp, { force: true }).catch(() => {});
       if (e instanceof InterruptedError) throw e;
-      throw fsError(this.#root, e, 'write', key);
+      throw fsError(this.root, e, 'write', key);
     }
     this.#dirty.add(dir);
+  }
+
+  async sync(signal: AbortSignal | undefined): Promise<void> {
+    throwIfAborted(signal);
+    const dirs = [...this.#dirty];
+    for (const d of dirs) this.#dirty.delete(d);
+    // Deepest first, so a new shard directory's own entries are durable before its parent names it.
+    dirs.sort((a, b) => b.length - a.length);
+    for (let i = 0; i < dirs.length; i++) {
+      const d = dirs[i]!;
+      try {
+        const fh = await open(d, 'r');
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      } catch (e) {
+        for (const rest of dirs.slice(i)) this.#dirty.add(rest);
+        throw fsError(this.root, e, 'fsync directory', path.relative(this.root, d) || '.');
+      }
+    }
+  }
+
+  /**
+   * One page per directory of files (one readdir each), walked depth first
+   * in name order: `chunks/` gives a page per shard, `tags/` one page.
+   * Directories whose keys all sort before `startAfter` are not read.
+   */
+  async *listObjects(prefix: string, startAfter: string | undefined, signal: AbortSignal | undefined): AsyncIterable<KeyPage> {
+    yield* this.#listDir(prefix.replace(/\/$/, ''), startAfter, true, signal);
+  }
+
+  /** `last`: no page comes after this directory's. */
+  async *#listDir(dir: string, startAfter: string | undefined, last: boolean, signal: AbortSignal | undefined): AsyncIterable<KeyPage> {
+    const entries = await this.#readdir(dir, signal);
+    const files = entries
+      .filter((e) => !e.isDirectory())
+      .map((e) => `${dir}/${e.name}`)
+      .filter((key) => startAfter === undefined || key > startAfter)
+      .sort();
+    const subdirs = entries
+      .filter((e) => e.isDirectory())
+      .map((e) => `${dir}/${e.name}/`)
+      .filter((sub) => startAfter === undefined || sub > startAfter || startAfter.startsWith(sub))
+      .sort();
+    if (files.length > 0 || subdirs.length === 0) yield { keys: files, more: !last || subdirs.length > 0 };
+    for (const [i, sub] of subdirs.entries()) yield* this.#listDir(sub.slice(0, -1), startAfter, last && i === subdirs.length - 1, signal);
+  }
+
+  async removeStaleTemps(options: RemoveStaleTempsOptions): Promise<number> {
+    const cutoff = (options.now ?? Date.now()) - (options.olderThanMs ?? 3_600_000);
+    const shards = (await this.#readdir(CHUNKS_DIR, options.signal)).map((e) => e.name).filter((s) => SHARD_RE.test(s));
+    const dirs = [...shards.map((s) => `${CHUNKS_DIR}/${s}`), MANIFESTS_DIR, TAGS_DIR];
+    let removed = 0;
+    for (const dir of dirs) {
+      for (const { name } of await this.#readdir(dir, options.signal)) {
+        if (!TEMP_RE.test(name)) continue;
+        const p = path.join(this.root, dir, name);
+        try {
+          const st = await stat(p);
+          if (!st.isFile() || st.mtimeMs >= cutoff) continue;
+          this.counts.add('delete');
+          await rm(p, { force: true });
+          removed++;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(this.root, e, 'remove', `${dir}/${name}`);
+        }
+      }
+    }
+    return removed;
+  }
+
+  /** Entries of a directory under the root; [] when it does not exist yet. */
+  async #readdir(rel: string, signal: AbortSignal | undefined): Promise<Dirent[]> {
+    throwIfAborted(signal);
+    this.counts.add('list');
+    try {
+      return await readdir(path.join(this.root, rel), { withFileTypes: true });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      throw fsError(this.root, e, 'list', rel);
+    }
   }
 
   async #ensureDir(dir: string, key: string): Promise<void> {
@@ -308,7 +246,7 @@ export class FileStore implements Store {
     try {
       first = await mkdir(dir, { recursive: true });
     } catch (e) {
-      throw fsError(this.#root, e, 'create the directory for', key);
+      throw fsError(this.root, e, 'create the directory for', key);
     }
     if (first !== undefined) {
       // New directories must be named durably by their parents too.

@@ -1,7 +1,7 @@
 /**
  * `s3://BUCKET/PREFIX` through @aws-sdk/client-s3, for AWS and S3-compatible
  * servers (`endpoint`). Same layout as the file store (layout.ts), under
- * PREFIX.
+ * PREFIX; the Store operations are object-store.ts's, on the S3Backend here.
  *
  * Atomicity comes free: S3 makes an object visible under its key only once
  * the whole PUT has landed, so no reader sees part of one, and a killed
@@ -14,7 +14,7 @@
  *    throttling codes, timeouts and dropped connections, up to `maxAttempts`
  *    (5 here, the SDK's default is 3), until the response headers arrive;
  *  - a GET whose body breaks off after the headers is invisible to it, so
- *    get() retries those itself (retry.ts, 3 tries).
+ *    getObject() retries those itself (retry.ts, 3 tries).
  * Per-request timeouts (connect 10 s, headers 60 s, idle socket 30 s) make a
  * hung server a retryable TimeoutError instead of a hang.
  *
@@ -32,24 +32,11 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { ChunkyardError, IntegrityError, InterruptedError, NotFoundError, StoreError, UsageError, throwIfAborted } from '../errors.js';
-import { type Digest, parseDigest, sha256Digest } from '../source/digest.js';
-import { type ChunkId, isTagName, parseChunkId, parseTagName } from './ids.js';
-import { CHUNKS_DIR, chunkIdFromKey, chunkKey, decodeTag, encodeTag, manifestKey, TAGS_DIR, tagKey } from './layout.js';
+import { ChunkyardError, InterruptedError, NotFoundError, StoreError, UsageError, throwIfAborted } from '../errors.js';
+import { TAGS_DIR } from './layout.js';
+import { type KeyPage, type ObjectBackend, ObjectStore, type PutObjectOptions } from './object-store.js';
 import { withRetry } from './retry.js';
-import {
-  type ChunkPage,
-  type CostModel,
-  type ListOptions,
-  type OpOptions,
-  type PutOptions,
-  type PutOutcome,
-  RequestCounter,
-  type RequestCounts,
-  type RequestKind,
-  type Store,
-  type TagEntry,
-} from './store.js';
+import { type CostModel, RequestCounter, type RequestCounts, type RequestKind } from './store.js';
 
 export interface S3StoreOptions {
   /** An S3-compatible server, e.g. `http://127.0.0.1:9000`. Default: AWS. */
@@ -96,33 +83,14 @@ export function parseS3Url(url: string): S3Location {
 const DEFAULT_MAX_ATTEMPTS = 5;
 const BODY_ATTEMPTS = 3;
 
-export class S3Store implements Store {
-  readonly url: string;
+export class S3Store extends ObjectStore {
   readonly costModel: CostModel;
-  readonly #client: S3Client;
-  readonly #bucket: string;
-  /** '' or 'prefix/'. */
-  readonly #base: string;
-  readonly #where: string;
-  readonly #counts = new RequestCounter();
+  readonly #objects: S3Backend;
 
-  private constructor(client: S3Client, loc: S3Location, listPageSize: number, endpoint: string | undefined) {
-    this.#client = client;
-    this.#bucket = loc.bucket;
-    this.#base = loc.prefix === '' ? '' : `${loc.prefix}/`;
-    this.url = `s3://${loc.bucket}${loc.prefix === '' ? '' : `/${loc.prefix}`}`;
-    this.costModel = { kind: 'remote', listPageSize };
-    // Named in network errors; an origin never carries userinfo.
-    this.#where = endpoint === undefined ? '' : ` at ${new URL(endpoint).origin}`;
-    // Count what goes on the wire: this step runs once per attempt (inside the retry loop).
-    client.middlewareStack.add(
-      (next) => async (args) => {
-        const req = args.request as { method?: string; query?: Record<string, unknown> } | undefined;
-        this.#counts.add(requestKind(req?.method, req?.query));
-        return next(args);
-      },
-      { step: 'deserialize', name: 'chunkyardRequestCounter' },
-    );
+  private constructor(objects: S3Backend) {
+    super(objects);
+    this.#objects = objects;
+    this.costModel = { kind: 'remote', listPageSize: objects.listPageSize };
   }
 
   static async open(url: string, options: S3StoreOptions = {}): Promise<S3Store> {
@@ -160,137 +128,85 @@ export class S3Store implements Store {
         client = new S3Client({ ...base, ...extra, region: 'us-east-1' });
       }
     }
-    return new S3Store(client, loc, pageSize, options.endpoint);
+    return new S3Store(new S3Backend(client, loc, pageSize, options.endpoint));
   }
 
   requestCounts(): RequestCounts {
-    return this.#counts.snapshot();
+    return this.#objects.counts.snapshot();
   }
 
   async close(): Promise<void> {
-    this.#client.destroy();
+    this.#objects.client.destroy();
+  }
+}
+
+/** Objects in a bucket under the store's prefix; retries and error mapping as described at the top of this file. */
+class S3Backend implements ObjectBackend {
+  readonly url: string;
+  readonly counts = new RequestCounter();
+  readonly #bucket: string;
+  /** '' or 'prefix/'. */
+  readonly #base: string;
+  readonly #where: string;
+
+  constructor(
+    readonly client: S3Client,
+    loc: S3Location,
+    readonly listPageSize: number,
+    endpoint: string | undefined,
+  ) {
+    this.#bucket = loc.bucket;
+    this.#base = loc.prefix === '' ? '' : `${loc.prefix}/`;
+    this.url = `s3://${loc.bucket}${loc.prefix === '' ? '' : `/${loc.prefix}`}`;
+    // Named in network errors; an origin never carries userinfo.
+    this.#where = endpoint === undefined ? '' : ` at ${new URL(endpoint).origin}`;
+    // Count what goes on the wire: this step runs once per attempt (inside the retry loop).
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const req = args.request as { method?: string; query?: Record<string, unknown> } | undefined;
+        this.counts.add(requestKind(req?.method, req?.query));
+        return next(args);
+      },
+      { step: 'deserialize', name: 'chunkyardRequestCounter' },
+    );
   }
 
-  // --- chunks ----------------------------------------------------------------
+  /** A PUT is durable once it has been answered. */
+  async sync(): Promise<void> {}
 
-  async get(id: ChunkId, options: OpOptions = {}): Promise<Buffer | undefined> {
-    return this.#getObject(chunkKey(parseChunkId(id)), options.signal);
-  }
-
-  async has(id: ChunkId, options: OpOptions = {}): Promise<boolean> {
-    return this.#headObject(chunkKey(parseChunkId(id)), options.signal);
-  }
-
-  async put(id: ChunkId, data: Uint8Array, options: PutOptions = {}): Promise<PutOutcome> {
-    const key = chunkKey(parseChunkId(id));
-    if ((options.check ?? 'exists') === 'exists' && (await this.#headObject(key, options.signal))) return 'present';
-    await this.#putObject(key, data, 'application/octet-stream', options.signal);
-    return 'uploaded';
-  }
-
-  async sync(options: OpOptions = {}): Promise<void> {
-    throwIfAborted(options.signal);
-  }
-
-  async *listChunkPages(options: ListOptions = {}): AsyncIterable<ChunkPage> {
-    const after = options.startAfter === undefined ? undefined : parseChunkId(options.startAfter, 'startAfter');
-    const startAfter = after === undefined ? undefined : this.#base + chunkKey(after);
-    for await (const page of this.#listPages(`${CHUNKS_DIR}/`, startAfter, options.signal)) {
-      const ids: ChunkId[] = [];
-      for (const rel of page.keys) {
-        const id = chunkIdFromKey(rel);
-        if (id !== undefined) ids.push(id);
-      }
-      yield { ids, more: page.more }; // every page, even an empty one: one page is one request
-    }
-  }
-
-  async *listChunks(options: ListOptions = {}): AsyncIterable<ChunkId> {
-    for await (const page of this.listChunkPages(options)) yield* page.ids;
-  }
-
-  // --- manifests and tags ------------------------------------------------------
-
-  async putManifest(bytes: Uint8Array, options: OpOptions = {}): Promise<Digest> {
-    const digest = sha256Digest(bytes);
-    await this.#putObject(manifestKey(digest), bytes, 'application/octet-stream', options.signal);
-    return digest;
-  }
-
-  async getManifest(digest: Digest, options: OpOptions = {}): Promise<Buffer | undefined> {
-    const d = parseDigest(digest, 'manifest digest');
-    const bytes = await this.#getObject(manifestKey(d), options.signal);
-    if (bytes !== undefined && sha256Digest(bytes) !== d) {
-      throw new IntegrityError(`manifest ${d} in ${this.url} is corrupt: its bytes hash to ${sha256Digest(bytes)}`);
-    }
-    return bytes;
-  }
-
-  async hasManifest(digest: Digest, options: OpOptions = {}): Promise<boolean> {
-    return this.#headObject(manifestKey(parseDigest(digest, 'manifest digest')), options.signal);
-  }
-
-  async setTag(name: string, digest: Digest, options: OpOptions = {}): Promise<void> {
-    const tag = parseTagName(name);
-    const d = parseDigest(digest, 'manifest digest');
-    if (!(await this.hasManifest(d, options))) {
-      throw new NotFoundError(`cannot tag ${tag}: manifest ${d} is not in ${this.url}`);
-    }
-    await this.#putObject(tagKey(tag), Buffer.from(encodeTag(d)), 'text/plain; charset=utf-8', options.signal);
-  }
-
-  async getTag(name: string, options: OpOptions = {}): Promise<Digest | undefined> {
-    const key = tagKey(parseTagName(name));
-    const bytes = await this.#getObject(key, options.signal);
-    return bytes === undefined ? undefined : decodeTag(bytes, `${this.url}/${key}`);
-  }
-
-  async *listTags(options: OpOptions = {}): AsyncIterable<TagEntry> {
-    for await (const page of this.#listPages(`${TAGS_DIR}/`, undefined, options.signal)) {
-      for (const rel of page.keys) {
-        const name = rel.slice(TAGS_DIR.length + 1);
-        if (!isTagName(name)) continue;
-        const digest = await this.getTag(name, options);
-        if (digest !== undefined) yield { name, digest };
-      }
-    }
-  }
-
-  // --- primitives --------------------------------------------------------------
-
-  /** Keys under `relPrefix`, relative to the store's prefix, one array per LIST request, in key order. */
-  async *#listPages(relPrefix: string, startAfter: string | undefined, signal: AbortSignal | undefined): AsyncIterable<{ keys: string[]; more: boolean }> {
+  /** Keys under `prefix`, relative to the store's prefix, one page per LIST request, in key order. */
+  async *listObjects(prefix: string, startAfter: string | undefined, signal: AbortSignal | undefined): AsyncIterable<KeyPage> {
     let token: string | undefined;
     do {
       throwIfAborted(signal);
       const cmd = new ListObjectsV2Command({
         Bucket: this.#bucket,
-        Prefix: this.#base + relPrefix,
-        MaxKeys: this.costModel.kind === 'remote' ? this.costModel.listPageSize : 1000,
-        ...(token !== undefined ? { ContinuationToken: token } : startAfter !== undefined ? { StartAfter: startAfter } : {}),
+        Prefix: this.#base + prefix,
+        MaxKeys: this.listPageSize,
+        ...(token !== undefined ? { ContinuationToken: token } : startAfter !== undefined ? { StartAfter: this.#base + startAfter } : {}),
       });
       let out: ListObjectsV2CommandOutput;
       try {
-        out = await this.#client.send(cmd, signal ? { abortSignal: signal } : {});
+        out = await this.client.send(cmd, signal ? { abortSignal: signal } : {});
       } catch (e) {
-        throw this.#error(e, 'LIST', `${relPrefix}*`, signal);
+        throw this.#error(e, 'LIST', `${prefix}*`, signal);
       }
       token = out.IsTruncated === true ? out.NextContinuationToken : undefined;
       if (out.IsTruncated === true && token === undefined) {
-        throw new StoreError(`${this.url}/${relPrefix}: LIST answered "truncated" without a continuation token`);
+        throw new StoreError(`${this.url}/${prefix}: LIST answered "truncated" without a continuation token`);
       }
       const keys = (out.Contents ?? []).flatMap((o) => (o.Key?.startsWith(this.#base) ? [o.Key.slice(this.#base.length)] : []));
       yield { keys, more: token !== undefined };
     } while (token !== undefined);
   }
 
-  async #getObject(rel: string, signal: AbortSignal | undefined): Promise<Buffer | undefined> {
+  async getObject(rel: string, signal: AbortSignal | undefined): Promise<Buffer | undefined> {
     throwIfAborted(signal);
     return withRetry(
       async () => {
         let out;
         try {
-          out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#base + rel }), signal ? { abortSignal: signal } : {});
+          out = await this.client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#base + rel }), signal ? { abortSignal: signal } : {});
         } catch (e) {
           if (isNotFound(e) && errorName(e) !== 'NoSuchBucket') return undefined;
           throw this.#error(e, 'GET', rel, signal);
@@ -312,10 +228,10 @@ export class S3Store implements Store {
     );
   }
 
-  async #headObject(rel: string, signal: AbortSignal | undefined): Promise<boolean> {
+  async headObject(rel: string, signal: AbortSignal | undefined): Promise<boolean> {
     throwIfAborted(signal);
     try {
-      await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#base + rel }), signal ? { abortSignal: signal } : {});
+      await this.client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#base + rel }), signal ? { abortSignal: signal } : {});
       return true;
     } catch (e) {
       if (isNotFound(e)) return false;
@@ -323,10 +239,12 @@ export class S3Store implements Store {
     }
   }
 
-  async #putObject(rel: string, body: Uint8Array, contentType: string, signal: AbortSignal | undefined): Promise<void> {
+  async putObject(rel: string, body: Uint8Array, options: PutObjectOptions): Promise<void> {
+    const { signal } = options;
     throwIfAborted(signal);
+    const contentType = rel.startsWith(`${TAGS_DIR}/`) ? 'text/plain; charset=utf-8' : 'application/octet-stream';
     try {
-      await this.#client.send(
+      await this.client.send(
         new PutObjectCommand({ Bucket: this.#bucket, Key: this.#base + rel, Body: body, ContentLength: body.byteLength, ContentType: contentType }),
         signal ? { abortSignal: signal } : {},
       );
@@ -378,7 +296,7 @@ const STATUS_NAMES: Readonly<Record<number, string>> = {
 
 const CREDENTIAL_ERRORS = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'TokenRefreshRequired']);
 
-/** A GET body that broke off after the headers: the one failure get() retries itself. */
+/** A GET body that broke off after the headers: the one failure getObject() retries itself. */
 class BodyError extends StoreError {}
 
 function errorName(e: unknown): string {

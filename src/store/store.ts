@@ -2,8 +2,9 @@
  * The store contract. Interfaces grow by capability (desync's Store ⊂
  * WriteStore): code asks for the least it needs — a fetcher a ChunkReader,
  * an upload a ChunkWriter — so tiers and wrappers only implement what they
- * serve. file:// and s3:// implement all of it (`Store`) and both pass
- * conformance.ts. The object layout is in layout.ts.
+ * serve. file:// and s3:// implement all of it (`Store`), as ObjectStores
+ * (object-store.ts) over a backend each, and both pass conformance.ts. The
+ * object layout is in layout.ts.
  *
  * A missing chunk, manifest or tag is an answer (`undefined` / `false`), not a
  * failure; failures are StoreError (or NotFoundError for a missing bucket,

@@ -7,11 +7,10 @@
  * in one python3 process per tree (Node has no xattr API; a process per file
  * would be far too slow for the ~10k-file corpus trees).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
-import { python3, run } from './tools.js';
+import { sha256File } from './streams.js';
+import { readXattrs } from './xattrs.js';
 
 export type TreeField =
   | 'presence' // exists in one tree only
@@ -192,38 +191,6 @@ async function scan(root: string, ignore: ReadonlySet<string>, withXattrs: boole
   return { nodes, inodes };
 }
 
-/**
- * Reads every xattr (all namespaces, incl. security.capability and
- * system.posix_acl_*) of each path without following symlinks, in one
- * python3 process. Paths go in NUL-separated; names and values come back hex.
- */
-const XATTR_SCRIPT = `
-import os, sys, json, errno
-paths = sys.stdin.buffer.read().split(b'\\0')[:-1]
-out = []
-for p in paths:
-    attrs = []
-    try:
-        names = os.listxattr(p, follow_symlinks=False)
-    except OSError as e:
-        if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-            raise
-        names = []
-    for n in names:
-        v = os.getxattr(p, n, follow_symlinks=False)
-        attrs.append([os.fsencode(n).hex(), v.hex()])
-    out.append(attrs)
-sys.stdout.write(json.dumps(out))
-`;
-
-async function readXattrs(paths: readonly Buffer[]): Promise<Array<Map<string, Buffer>>> {
-  const input = Buffer.concat(paths.flatMap((p) => [p, Buffer.from([0])]));
-  const { stdout } = await run(await python3(), ['-c', XATTR_SCRIPT], { input });
-  const parsed = JSON.parse(stdout) as Array<Array<[string, string]>>;
-  if (parsed.length !== paths.length) throw new Error(`xattr reader returned ${parsed.length} entries for ${paths.length} paths`);
-  return parsed.map((attrs) => new Map(attrs.map(([n, v]) => [Buffer.from(n, 'hex').toString('latin1'), Buffer.from(v, 'hex')])));
-}
-
 function compareXattrs(key: string, na: Node, nb: Node, add: (key: string, f: TreeField, a: string, b: string, name?: string) => void): void {
   const xa = na.xattrs ?? new Map<string, Buffer>();
   const xb = nb.xattrs ?? new Map<string, Buffer>();
@@ -250,16 +217,6 @@ function fileType(st: BigIntStats): FileType {
 
 function inodeKey(st: BigIntStats): string {
   return `${st.dev}:${st.ino}`;
-}
-
-function sha256File(p: Buffer): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(p)
-      .on('data', (c) => h.update(c))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')));
-  });
 }
 
 async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {

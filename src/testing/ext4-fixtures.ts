@@ -3,10 +3,9 @@
  * kind of inode and edge case, turned into images by the real `mke2fs -d`.
  * Test-only code (sync calls fine).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { bytesToByteString, type ByteString } from '../layers/bytes.js';
+import { sha256File } from './streams.js';
 import { run } from './tools.js';
 
 /**
@@ -130,13 +129,6 @@ const time = (ns: bigint): { sec: number; nsec: number } => {
   const sec = ns / 1_000_000_000n - (ns % 1_000_000_000n < 0n ? 1n : 0n);
   return { sec: Number(sec), nsec: Number(ns - sec * 1_000_000_000n) };
 };
-
-export function sha256File(path: string | Buffer): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(path).on('data', (b) => h.update(b)).on('error', reject).on('end', () => resolve(h.digest('hex')));
-  });
-}
 
 /** Every inode under `root`, keyed by '/'-rooted byte path ('/' is the root), via lstat. */
 export async function scanTree(root: string): Promise<Map<ByteString, RealEntry>> {

@@ -1,10 +1,11 @@
 /**
- * Builds small synthetic images for tests: tiny tar layers (`makeTar`), OCI
- * layouts as a directory or a tar (`writeOciLayout`, `writeOciArchive`,
- * optionally with multi-platform indexes), and `docker save` archives in
- * the classic or Docker 25+ form (`writeDockerArchive`). Digests, sizes and
- * diff_ids are computed, so the result is valid unless a test asks for
- * something broken (`layerBlobs`, `config`, `editManifest`).
+ * Builds small synthetic images for tests from layer tars (make them with
+ * `tarOf`, tar-writer.ts): OCI layouts as a directory or a tar
+ * (`writeOciLayout`, `writeOciArchive`, optionally with multi-platform
+ * indexes), and `docker save` archives in the classic or Docker 25+ form
+ * (`writeDockerArchive`). Digests, sizes and diff_ids are computed, so the
+ * result is valid unless a test asks for something broken (`layerBlobs`,
+ * `config`, `editManifest`).
  *
  * Test-only code: everything is built in memory (test images are small).
  */
@@ -14,68 +15,7 @@ import zlib from 'node:zlib';
 import { compress as zstdCompress } from 'zstd-napi';
 import { type Digest, digestHex, sha256Digest } from '../source/digest.js';
 import type { Platform } from '../source/source.js';
-
-// --- tar -----------------------------------------------------------------------
-
-export interface TarFile {
-  readonly name: string;
-  /** Default 'file'. */
-  readonly type?: 'file' | 'dir' | 'symlink' | 'hardlink';
-  readonly content?: Buffer | string;
-  /** Symlink or hardlink target. */
-  readonly linkname?: string;
-  readonly mode?: number;
-  readonly uid?: number;
-  readonly gid?: number;
-  /** Seconds since the epoch; default 0 (deterministic). */
-  readonly mtime?: number;
-}
-
-function octal(buf: Buffer, off: number, len: number, value: number): void {
-  buf.write(value.toString(8).padStart(len - 1, '0') + '\0', off, len, 'latin1');
-}
-
-/** A POSIX ustar header (names up to 100 bytes, or 255 with a prefix). */
-export function tarHeader(f: TarFile, size: number): Buffer {
-  const h = Buffer.alloc(512);
-  let name = f.name;
-  let prefix = '';
-  if (Buffer.byteLength(name) > 100) {
-    const cut = name.lastIndexOf('/', 155);
-    if (cut <= 0 || Buffer.byteLength(name.slice(cut + 1)) > 100) throw new Error(`makeTar: name too long for ustar: ${name}`);
-    prefix = name.slice(0, cut);
-    name = name.slice(cut + 1);
-  }
-  const type = f.type ?? 'file';
-  h.write(name, 0, 100, 'utf8');
-  octal(h, 100, 8, f.mode ?? (type === 'dir' ? 0o755 : 0o644));
-  octal(h, 108, 8, f.uid ?? 0);
-  octal(h, 116, 8, f.gid ?? 0);
-  octal(h, 124, 12, size);
-  octal(h, 136, 12, f.mtime ?? 0);
-  h.write(({ file: '0', hardlink: '1', symlink: '2', dir: '5' } as const)[type], 156, 1, 'latin1');
-  if (f.linkname !== undefined) h.write(f.linkname, 157, 100, 'utf8');
-  h.write('ustar\0', 257, 6, 'latin1');
-  h.write('00', 263, 2, 'latin1');
-  h.write(prefix, 345, 155, 'utf8');
-  h.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'latin1');
-  return h;
-}
-
-/** An uncompressed tar of `files`, with the two zero end blocks. */
-export function makeTar(files: readonly TarFile[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const f of files) {
-    const type = f.type ?? 'file';
-    const data = type === 'file' ? (typeof f.content === 'string' ? Buffer.from(f.content) : (f.content ?? Buffer.alloc(0))) : Buffer.alloc(0);
-    parts.push(tarHeader(f, data.length), data, Buffer.alloc((512 - (data.length % 512)) % 512));
-  }
-  parts.push(Buffer.alloc(1024));
-  return Buffer.concat(parts);
-}
+import { type TarEntrySpec, tarOf } from './tar-writer.js';
 
 // --- blobs and layouts ------------------------------------------------------------
 
@@ -94,7 +34,7 @@ const LAYER_MEDIA_TYPE: Record<LayerCompression, string> = {
 };
 
 export interface SyntheticImage {
-  /** Uncompressed layer tars, base first (see makeTar). */
+  /** Uncompressed layer tars, base first (see tarOf). */
   readonly layers: readonly Buffer[];
   /** Default 'gzip'. */
   readonly compression?: LayerCompression;
@@ -245,17 +185,20 @@ async function writeTree(dir: string, tree: FileTree): Promise<void> {
   }
 }
 
+/** An entry packTree adds as it is, beside the files (a docker layer.tar symlink). */
+type ExtraEntry = TarEntrySpec & { readonly name: string };
+
 /** Packs files (directories implied by paths are added first) into a tar. */
-function packTree(files: ReadonlyMap<string, Buffer>, extra: readonly TarFile[] = [], dotSlash = false): Buffer {
+function packTree(files: ReadonlyMap<string, Buffer>, extra: readonly ExtraEntry[] = [], dotSlash = false): Buffer {
   const dirs = new Set<string>();
   for (const name of [...files.keys(), ...extra.map((f) => f.name)]) {
     const parts = name.split('/');
     for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
   }
   const p = (n: string): string => (dotSlash ? `./${n}` : n);
-  return makeTar([
-    ...[...dirs].sort().map((d): TarFile => ({ name: `${p(d)}/`, type: 'dir' })),
-    ...[...files].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, content]): TarFile => ({ name: p(name), content })),
+  return tarOf([
+    ...[...dirs].sort().map((d): TarEntrySpec => ({ name: `${p(d)}/`, type: 'dir' })),
+    ...[...files].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, data]): TarEntrySpec => ({ name: p(name), data })),
     ...extra.map((f) => ({ ...f, name: p(f.name) })),
   ]);
 }
@@ -326,7 +269,7 @@ export async function writeDockerArchive(
   } = {},
 ): Promise<WrittenDockerImage[]> {
   const tree = new FileTree();
-  const extra: TarFile[] = [];
+  const extra: ExtraEntry[] = [];
   const manifest: unknown[] = [];
   const repositories: Record<string, Record<string, string>> = {};
   const written: WrittenDockerImage[] = [];

@@ -4,8 +4,6 @@
  * output kept, so a suite can check at the end that no key ever leaked.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { chunkName } from '../chunks/seal.js';
@@ -13,11 +11,7 @@ import { main } from '../cli/main.js';
 import type { Keys } from '../keys/keys.js';
 import { captureIO } from './capture.js';
 
-export async function sha256File(p: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(p)) h.update(c as Buffer);
-  return h.digest('hex');
-}
+export { sha256File } from './streams.js';
 
 export interface ChunkFiles {
   /** Files under a final name `chunks/xx/<64 hex>`. */

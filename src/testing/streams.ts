@@ -1,5 +1,6 @@
 /** Stream helpers for tests. */
-import { readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, readdirSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { type Digest, Digester } from '../source/digest.js';
 
@@ -8,6 +9,13 @@ export async function drain(r: Readable): Promise<{ digest: Digest; bytes: numbe
   const d = new Digester();
   for await (const chunk of r) d.update(chunk as Buffer);
   return { digest: d.digest(), bytes: d.bytes };
+}
+
+/** The sha256 (hex) of a file's bytes, streamed. */
+export async function sha256File(p: string | Buffer): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(p)) h.update(c as Buffer);
+  return h.digest('hex');
 }
 
 /** Reads `r` fully into memory (small test data only). */

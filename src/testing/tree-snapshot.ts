@@ -3,12 +3,11 @@
  * `umoci unpack` wrote): both are turned into one record per path and the
  * records diffed. Test-only code.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import type { Inode, Tree } from '../layers/tree.js';
-import { python3, run } from './tools.js';
+import { sha256File } from './streams.js';
+import { readXattrs } from './xattrs.js';
 
 export interface PathRecord {
   readonly type: 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'other';
@@ -91,7 +90,7 @@ export async function snapshotDir(root: string): Promise<Snapshot> {
   };
   await visit('', Buffer.from(root, 'utf8'));
 
-  const xattrs = await readXattrs(found.map((f) => f.abs));
+  const xattrs = (await readXattrs(found.map((f) => f.abs))).map(hexMap);
   const byInode = new Map<string, string[]>();
   const hashes = new Map<string, string>(); // one hash per inode, files read one at a time
   for (const f of found) {
@@ -176,34 +175,4 @@ function fmt(v: unknown): string {
 
 function hexMap(m: ReadonlyMap<string, Buffer>): Map<string, string> {
   return new Map([...m].map(([k, v]) => [k, v.toString('hex')]));
-}
-
-const XATTR_SCRIPT = `
-import os, sys, json, errno
-out = []
-for p in sys.stdin.buffer.read().split(b'\\0')[:-1]:
-    try:
-        names = os.listxattr(p, follow_symlinks=False)
-    except OSError as e:
-        if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-            raise
-        names = []
-    out.append([[n, os.getxattr(p, n, follow_symlinks=False).hex()] for n in names])
-sys.stdout.write(json.dumps(out))
-`;
-
-async function readXattrs(paths: readonly Buffer[]): Promise<Array<Map<string, string>>> {
-  const input = Buffer.concat(paths.flatMap((p) => [p, Buffer.from([0])]));
-  const { stdout } = await run(await python3(), ['-c', XATTR_SCRIPT], { input });
-  return (JSON.parse(stdout) as Array<Array<[string, string]>>).map((l) => new Map(l));
-}
-
-function sha256File(p: Buffer): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(p)
-      .on('data', (c) => h.update(c))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')));
-  });
 }
