@@ -1,16 +1,20 @@
 /**
- * `npm run bench [-- [build] [big] [dedup] [convert] [--runs N] [--no-naive]]`: runs
+ * `npm run bench [-- [build] [big] [dedup] [convert] [eviction] [shared] [serve] [--runs N] [--no-naive]]`: runs
  * the named benchmarks (all by default), prints a summary on stdout (progress
  * goes to stderr) and merges the numbers into bench/results/build.json
- * (convert's into bench/results/convert.json).
+ * (convert's into bench/results/convert.json, eviction's into bench/results/eviction.json,
+ * shared's into bench/results/shared.json, serve's into bench/results/serve.json).
  */
 import { benchBig, memoryRow, printMemoryTable, type BigResult } from './big.js';
 import { benchBuild, printBuildTable, type BuildRun } from './build.js';
 import { benchConvert, printConvertTables, type ConvertBench } from './convert.js';
 import { benchDedup, printDedupTable, type DedupPair } from './dedup.js';
+import { benchEviction, printEvictionTables, type EvictionBench } from './eviction.js';
+import { benchServe, printServeTables, type ServeBench } from './serve.js';
+import { benchSharedTier, printSharedTable, type SharedTierBench } from './shared-tier.js';
 import { loadResults, log, resultsFile, saveResults, settings, timed } from './util.js';
 
-const ALL = ['build', 'big', 'dedup', 'convert'] as const;
+const ALL = ['build', 'big', 'dedup', 'convert', 'eviction', 'shared', 'serve'] as const;
 type Name = (typeof ALL)[number];
 
 function parseArgs(argv: readonly string[]): Name[] {
@@ -36,17 +40,35 @@ async function main(): Promise<void> {
   const names = parseArgs(process.argv.slice(2));
   const previous = await loadResults();
   const previousConvert = await loadResults('convert');
+  const previousEviction = await loadResults('eviction');
+  const previousShared = await loadResults('shared');
+  const previousServe = await loadResults('serve');
   const sections: Record<string, unknown> = {};
   const convertSections: Record<string, unknown> = {};
+  const evictionSections: Record<string, unknown> = {};
+  const sharedSections: Record<string, unknown> = {};
+  const serveSections: Record<string, unknown> = {};
   const { seconds } = await timed(async () => {
     if (names.includes('build')) sections['build'] = await benchBuild();
     if (names.includes('big')) sections['big'] = (await benchBig()) ?? null;
     if (names.includes('dedup')) sections['dedup'] = await benchDedup();
     if (names.includes('convert')) convertSections['convert'] = await benchConvert();
+    if (names.includes('eviction')) evictionSections['eviction'] = await benchEviction();
+    if (names.includes('shared')) {
+      const shared = await benchSharedTier();
+      if (shared) sharedSections['shared'] = shared;
+    }
+    if (names.includes('serve')) {
+      const serve = await benchServe();
+      if (serve) serveSections['serve'] = serve;
+    }
   });
   // Only a file whose benchmarks ran is rewritten (its `runs` and `updated` describe the numbers in it).
   const file = Object.keys(sections).length > 0 ? await saveResults(sections) : resultsFile();
   const convertFile = Object.keys(convertSections).length > 0 ? await saveResults(convertSections, 'convert') : resultsFile('convert');
+  const evictionFile = Object.keys(evictionSections).length > 0 ? await saveResults(evictionSections, 'eviction') : resultsFile('eviction');
+  const sharedFile = Object.keys(sharedSections).length > 0 ? await saveResults(sharedSections, 'shared') : resultsFile('shared');
+  const serveFile = Object.keys(serveSections).length > 0 ? await saveResults(serveSections, 'serve') : resultsFile('serve');
 
   // The summary shows this run's numbers, and the last saved ones for benchmarks not run now.
   const build = (sections['build'] ?? previous['build'] ?? []) as BuildRun[];
@@ -62,7 +84,13 @@ async function main(): Promise<void> {
   if (dedup.length > 0) printDedupTable(dedup);
   const convert = (convertSections['convert'] ?? previousConvert['convert'] ?? null) as ConvertBench | null;
   if (convert) printConvertTables(convert);
-  log(`results in ${file} and ${convertFile}`);
+  const eviction = (evictionSections['eviction'] ?? previousEviction['eviction'] ?? null) as EvictionBench | null;
+  if (eviction) printEvictionTables(eviction);
+  const shared = (sharedSections['shared'] ?? previousShared['shared'] ?? null) as SharedTierBench | null;
+  if (shared) printSharedTable(shared);
+  const serve = (serveSections['serve'] ?? previousServe['serve'] ?? null) as ServeBench | null;
+  if (serve) printServeTables(serve);
+  log(`results in ${file}, ${convertFile}, ${evictionFile}, ${sharedFile} and ${serveFile}`);
 }
 
 try {

@@ -31,6 +31,23 @@ export { Ext4Reader } from './ext4/reader.js';
 export { openFileByteSource } from './ext4/byte-source.js';
 export type { ByteSource } from './ext4/byte-source.js';
 export { VERSION } from './version.js';
+// Read path: serve a published image, or read it through the same tiers.
+export { serveImage } from './serve/serve.js';
+export type { ServeOptions, ServeHandle, ServeSnapshot } from './serve/serve.js';
+export { openPublished, openCacheTiers } from './serve/published.js';
+export type { PublishedImage, OpenPublishedOptions, ReadPathConfig, DiskCacheConfig, SharedCacheConfig } from './serve/published.js';
+export { NbdServer } from './serve/nbd/server.js';
+export type { NbdListen, NbdAddress, NbdExport } from './serve/nbd/server.js';
+export type { BlockDevice } from './blockdev/device.js';
+export { fileBlockDevice } from './blockdev/device.js';
+export { cowOverlay } from './blockdev/overlay.js';
+export { ChunkView } from './blockdev/view.js';
+export { TieredFetcher } from './cache/tiered.js';
+export { DiskCache } from './cache/disk-cache.js';
+export type { RedisEcTier } from './cache/redis-ec.js'; // value loaded on demand by openCacheTiers (the client costs ~0.25 s to import)
+export type { CacheTier } from './cache/tier.js';
+export { ReadPathMetrics, formatMetrics } from './cache/metrics.js';
+export type { MetricsSnapshot } from './cache/metrics.js';
 
 export interface BuildImageOptions extends Omit<BuildOptions, 'chunkSize'> {
   /** os/arch[/variant] @default 'linux/amd64' */

@@ -7,6 +7,7 @@ import { lsCommand, catCommand, statCommand } from './commands/inspect.js';
 import { convertCommand, statsCommand } from './commands/convert.js';
 import { verifyCommand, extractCommand } from './commands/verify.js';
 import { keygenCommand } from './commands/keygen.js';
+import { serveCommand } from './commands/serve.js';
 import { VERSION } from '../version.js';
 
 export interface MainIO {
@@ -37,7 +38,7 @@ export async function main(argv: readonly string[], mainIO: MainIO): Promise<num
       outputError: () => {}, // reported once by reportError
     })
     .showHelpAfterError(false);
-  for (const cmd of [buildCommand(io), convertCommand(io), statsCommand(io), verifyCommand(io), extractCommand(io), keygenCommand(io), lsCommand(io), catCommand(io), statCommand(io)]) {
+  for (const cmd of [buildCommand(io), convertCommand(io), statsCommand(io), verifyCommand(io), extractCommand(io), keygenCommand(io), lsCommand(io), catCommand(io), statCommand(io), serveCommand(io)]) {
     // addCommand() copies no settings: every command must throw, not exit, and print through io.
     cmd.exitOverride().configureOutput({
       writeOut: (s) => io.stdout.write(s),

@@ -2,8 +2,26 @@
  * Run the CLI in-process with captured output: `const c = captureIO();
  * const code = await main(argv, c.io); c.stdout()`. Test-only code.
  */
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { MainIO } from '../cli/main.js';
+
+/**
+ * Commands that read published images keep a disk cache under
+ * $XDG_CACHE_HOME; tests must not fill the user's. One per test process,
+ * removed when it exits (unless a test passes its own env).
+ */
+let testCacheHome: string | undefined;
+function cacheHome(): string {
+  if (testCacheHome === undefined) {
+    const dir = path.join(tmpdir(), `chunkyard-test-cache-${process.pid}`);
+    testCacheHome = dir;
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return testCacheHome;
+}
 
 export interface CapturedIO {
   /** Pass to main(); carries its own AbortSignal so main() installs no process signal handlers. */
@@ -45,7 +63,7 @@ export function captureIO(options: CaptureOptions = {}): CapturedIO & { maxBuffe
   });
   const controller = new AbortController();
   return {
-    io: { stdout, stderr, env: options.env ?? {}, signal: controller.signal },
+    io: { stdout, stderr, env: options.env ?? { XDG_CACHE_HOME: cacheHome() }, signal: controller.signal },
     abort: () => controller.abort(),
     stdout: () => Buffer.concat(out),
     stdoutText: () => Buffer.concat(out).toString('utf8'),

@@ -9,9 +9,9 @@ import { openFileByteSource } from '../../ext4/byte-source.js';
 import { Ext4Reader, type Ext4Kind, type Ext4Stat, type Ext4Time } from '../../ext4/reader.js';
 import { byteStringToDisplay, utf8ToByteString, type ByteString } from '../../layers/bytes.js';
 import type { CliIO } from '../io.js';
-import { fetchManifest } from '../../convert/ref.js';
-import { StoreByteSource } from '../../convert/store-source.js';
-import { manifestSalt, openManifest } from '../../manifest/seal.js';
+import { CacheInUseError } from '../../cache/lock.js';
+import { openPublished } from '../../serve/published.js';
+import { addCacheOptions, printMetrics, readPathFrom, writeStatsJson, type CacheFlags } from '../cache-options.js';
 import { addKeyOption, addStoreOptions, keysFrom, storeFrom, type KeyFlags, type StoreFlags } from '../store-options.js';
 
 /**
@@ -20,9 +20,9 @@ import { addKeyOption, addStoreOptions, keysFrom, storeFrom, type KeyFlags, type
  */
 export async function openImageForInspect(
   image: string,
-  opts: { readonly signal?: AbortSignal; readonly io?: CliIO; readonly flags?: StoreFlags & KeyFlags } = {},
+  opts: { readonly signal?: AbortSignal; readonly io?: CliIO; readonly flags?: StoreFlags & KeyFlags & InspectCacheFlags } = {},
 ): Promise<Ext4Reader> {
-  if (opts.flags?.store !== undefined && opts.io) return openPublished(image, opts.io, opts.flags);
+  if (opts.flags?.store !== undefined && opts.io) return openPublishedImage(image, opts.io, opts.flags);
   let src;
   try {
     src = await openFileByteSource(image);
@@ -40,20 +40,55 @@ export async function openImageForInspect(
   }
 }
 
-/** REF --store URL: a published image, read through its chunks (only those the command touches are fetched). */
-async function openPublished(ref: string, io: CliIO, flags: StoreFlags & KeyFlags): Promise<Ext4Reader> {
+/**
+ * REF --store URL: a published image, read through the read path's tiers
+ * (only the chunks the command touches are fetched). At close: metrics to
+ * stderr with --stats, as JSON with --stats-json.
+ */
+async function openPublishedImage(ref: string, io: CliIO, flags: StoreFlags & KeyFlags & InspectCacheFlags): Promise<Ext4Reader> {
+  const readPath = readPathFrom(flags, io);
   const keys = await keysFrom(flags, io);
   const store = await storeFrom(flags, io);
+  const open = (config: typeof readPath) => openPublished({ ...config, store, ref, keys, signal: io.signal });
+  let image;
   try {
-    const { digest, manifest } = await fetchManifest(store, ref, io.signal);
-    const opened = openManifest(manifest.bytes, keys.manifestKey);
-    const src = new StoreByteSource(store, opened.header, opened.chunks, manifestSalt(opened.header, keys.salt), { name: `${ref} (${digest})` });
-    const closing = { ...src, size: src.size, name: src.name, read: src.read.bind(src), close: async () => { await src.close(); await store.close(); } };
-    return await Ext4Reader.open(closing, { signal: io.signal });
+    try {
+      image = await open(readPath);
+    } catch (e) {
+      // The default cache may belong to a running `serve`: a look inside should still work.
+      if (!(e instanceof CacheInUseError) || flags.cacheDir !== undefined) throw e;
+      io.stderr.write(`chunkyard: note: ${e.message.split(';')[0]}; reading without the disk cache\n`);
+      const { diskCache: _inUse, ...withoutDisk } = readPath;
+      image = await open(withoutDisk);
+    }
   } catch (e) {
     await store.close();
     throw e;
   }
+  const src = image.view;
+  const closing = {
+    size: src.size,
+    name: src.name,
+    read: src.read.bind(src),
+    close: async () => {
+      await image.close();
+      await store.close();
+      const snap = image.snapshot();
+      if (flags.stats === true) printMetrics(io, snap);
+      if (flags.statsJson !== undefined) await writeStatsJson(flags.statsJson, snap);
+    },
+  };
+  try {
+    return await Ext4Reader.open(closing, { signal: io.signal });
+  } catch (e) {
+    await image.close();
+    await store.close();
+    throw e;
+  }
+}
+
+interface InspectCacheFlags extends CacheFlags {
+  stats?: boolean;
 }
 
 // --- ls -------------------------------------------------------------------------------
@@ -302,7 +337,8 @@ function statText(path: ByteString, st: Ext4Stat, target: ByteString | undefined
 
 /** Subcommands added with addCommand inherit nothing: set error handling and output here. */
 function inspectCommand(name: string, io: CliIO): Command {
-  return addKeyOption(addStoreOptions(new Command(name)))
+  return addCacheOptions(addKeyOption(addStoreOptions(new Command(name))))
+    .option('--stats', 'with --store: print read-path metrics (chunks fetched per tier) on stderr')
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
