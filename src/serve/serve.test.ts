@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Ext4Reader } from '../ext4/reader.js';
 import { loadKeys } from '../keys/keys.js';
@@ -80,6 +80,26 @@ describe('serve end to end (corpus base image)', function () {
     assert.equal(st.tiers.origin.hits, chunks, 'each chunk fetched from the origin once');
     assert.equal(st.reads.errors, 0);
     await stopped(s);
+  });
+
+  it('--writable: writes land in a private overlay, reads see them, the published image is untouched', async function () {
+    requireTool(this, 'nbdinfo', 'nbdcopy');
+    const s = await serve(['--no-cache', '--writable']);
+    const info = JSON.parse((await run('nbdinfo', ['--json', s.info.uri])).stdout) as { exports: { is_read_only: boolean }[] };
+    assert.equal(info.exports[0]!.is_read_only, false);
+    const size = (await stat(image)).size;
+    const mine = Buffer.alloc(size);
+    for (let off = 0; off < size; off += 1 << 20) mine.write(`block at ${off}`, off); // sparse-ish, distinct
+    const minePath = path.join(tmp.path, 'mine.img');
+    await writeFile(minePath, mine);
+    await run('nbdcopy', [minePath, s.info.uri]);
+    const back = path.join(tmp.path, 'back.img');
+    await run('nbdcopy', [s.info.uri, back]);
+    assert.ok((await readFile(back)).equals(mine), 'read back differs from what was written');
+    await stopped(s);
+    const again = path.join(tmp.path, 'again.ext4');
+    await cli(['extract', 'base', '--store', store, '--key-file', keyFile, '-o', again]);
+    assert.ok((await readFile(again)).equals(await readFile(image)), 'the published image changed');
   });
 
   it('nbdfuse + a read-only loop mount holds the tree umoci unpacks from the source image', async function () {
