@@ -1,20 +1,22 @@
 /**
- * `npm run bench [-- [build] [big] [dedup] [convert] [eviction] [shared] [serve] [--runs N] [--no-naive]]`: runs
+ * `npm run bench [-- [build] [big] [dedup] [convert] [eviction] [shared] [serve] [registry] [--runs N] [--no-naive]]`: runs
  * the named benchmarks (all by default), prints a summary on stdout (progress
  * goes to stderr) and merges the numbers into bench/results/build.json
  * (convert's into bench/results/convert.json, eviction's into bench/results/eviction.json,
- * shared's into bench/results/shared.json, serve's into bench/results/serve.json).
+ * shared's into bench/results/shared.json, serve's into bench/results/serve.json,
+ * registry's into bench/results/registry.json).
  */
 import { benchBig, memoryRow, printMemoryTable, type BigResult } from './big.js';
 import { benchBuild, printBuildTable, type BuildRun } from './build.js';
 import { benchConvert, printConvertTables, type ConvertBench } from './convert.js';
 import { benchDedup, printDedupTable, type DedupPair } from './dedup.js';
 import { benchEviction, printEvictionTables, type EvictionBench } from './eviction.js';
+import { benchRegistry, printRegistryTable, type RegistryRun } from './registry.js';
 import { benchServe, printServeTables, type ServeBench } from './serve.js';
 import { benchSharedTier, printSharedTable, type SharedTierBench } from './shared-tier.js';
 import { loadResults, log, resultsFile, saveResults, settings, timed } from './util.js';
 
-const ALL = ['build', 'big', 'dedup', 'convert', 'eviction', 'shared', 'serve'] as const;
+const ALL = ['build', 'big', 'dedup', 'convert', 'eviction', 'shared', 'serve', 'registry'] as const;
 type Name = (typeof ALL)[number];
 
 function parseArgs(argv: readonly string[]): Name[] {
@@ -43,11 +45,13 @@ async function main(): Promise<void> {
   const previousEviction = await loadResults('eviction');
   const previousShared = await loadResults('shared');
   const previousServe = await loadResults('serve');
+  const previousRegistry = await loadResults('registry');
   const sections: Record<string, unknown> = {};
   const convertSections: Record<string, unknown> = {};
   const evictionSections: Record<string, unknown> = {};
   const sharedSections: Record<string, unknown> = {};
   const serveSections: Record<string, unknown> = {};
+  const registrySections: Record<string, unknown> = {};
   const { seconds } = await timed(async () => {
     if (names.includes('build')) sections['build'] = await benchBuild();
     if (names.includes('big')) sections['big'] = (await benchBig()) ?? null;
@@ -62,6 +66,10 @@ async function main(): Promise<void> {
       const serve = await benchServe();
       if (serve) serveSections['serve'] = serve;
     }
+    if (names.includes('registry')) {
+      const registry = await benchRegistry();
+      if (registry) registrySections['registry'] = registry;
+    }
   });
   // Only a file whose benchmarks ran is rewritten (its `runs` and `updated` describe the numbers in it).
   const file = Object.keys(sections).length > 0 ? await saveResults(sections) : resultsFile();
@@ -69,6 +77,7 @@ async function main(): Promise<void> {
   const evictionFile = Object.keys(evictionSections).length > 0 ? await saveResults(evictionSections, 'eviction') : resultsFile('eviction');
   const sharedFile = Object.keys(sharedSections).length > 0 ? await saveResults(sharedSections, 'shared') : resultsFile('shared');
   const serveFile = Object.keys(serveSections).length > 0 ? await saveResults(serveSections, 'serve') : resultsFile('serve');
+  const registryFile = Object.keys(registrySections).length > 0 ? await saveResults(registrySections, 'registry') : resultsFile('registry');
 
   // The summary shows this run's numbers, and the last saved ones for benchmarks not run now.
   const build = (sections['build'] ?? previous['build'] ?? []) as BuildRun[];
@@ -90,7 +99,9 @@ async function main(): Promise<void> {
   if (shared) printSharedTable(shared);
   const serve = (serveSections['serve'] ?? previousServe['serve'] ?? null) as ServeBench | null;
   if (serve) printServeTables(serve);
-  log(`results in ${file}, ${convertFile}, ${evictionFile}, ${sharedFile} and ${serveFile}`);
+  const registry = (registrySections['registry'] ?? previousRegistry['registry'] ?? null) as RegistryRun[] | null;
+  if (registry) printRegistryTable(registry);
+  log(`results in ${file}, ${convertFile}, ${evictionFile}, ${sharedFile}, ${serveFile} and ${registryFile}`);
 }
 
 try {

@@ -87,7 +87,13 @@ export async function buildToSink(source: ImageSource, sink: BlockSink, options:
   let closed = false;
   const openNext = (): void => {
     if (closed || opened >= layers.length) return;
-    ahead.push(layers[opened]!.open(signal));
+    const s = layers[opened]!.open(signal);
+    // A layer opened ahead may fail before the loop reads it (its download
+    // broke, the build was aborted): the error then waits for the reader
+    // (readLayerEntries sees it through finished()), instead of being an
+    // 'error' event nobody listens to yet.
+    s.on('error', () => {});
+    ahead.push(s);
     opened++;
   };
   try {

@@ -18,20 +18,40 @@
  * take the next one opened right then (`whenProduced` tells a caller when
  * that is); otherwise it ends at once. A stream destroyed mid-layer ends its
  * worker (and so closes its file).
+ *
+ * The blob file may still be being written (a registry download): given a
+ * GrowingFile, the worker is told how far the file is as it grows, and reads
+ * no further; a failed download destroys the stream with its error.
  */
 import { finished, Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { type ChunkyardError, InputError, IntegrityError, InterruptedError, NotFoundError } from '../errors.js';
 import { RECYCLE_CHUNK } from '../layers/byte-reader.js';
 import { Digester } from './digest.js';
-import type { LayerBlob } from './layer-pipeline.js';
-import type { LayerJob, MainMessage, WorkerMessage } from './layer-worker.js';
+import type { LayerJob, MainMessage, WorkerBlob, WorkerMessage } from './layer-worker.js';
+
+export type { WorkerBlob } from './layer-worker.js';
+
+/** A blob file still being written (a download): how far it is, and news of more. */
+export interface GrowingFile {
+  /** Bytes written so far. */
+  readonly available: number;
+  /** All of it is written. */
+  readonly complete: boolean;
+  /** Calls `listener` after each change (more bytes, complete) or with the error that ended the writing; returns an unsubscribe function. */
+  watch(listener: (failure?: Error) => void): () => void;
+}
+
+/** Tell the worker of growth in steps of at least this much (it reads 1 MiB at a time). */
+const GROWN_STEP = 1024 * 1024;
 
 export interface OffThreadOptions {
   /** Bytes per batch handed across. @default 1 MiB */
   readonly batchBytes?: number;
   /** Batches the worker may run ahead of the consumer. @default 8 */
   readonly credits?: number;
+  /** The blob file is still being written. */
+  readonly growth?: GrowingFile;
 }
 
 const WORKER_URL = new URL('./layer-worker.js', import.meta.url);
@@ -134,6 +154,8 @@ class OffThreadLayerStream extends Readable {
   #done = false;
   /** Settles when the worker, offered on to the next layer, was taken or has ended. */
   #handedOn: Promise<void> | undefined;
+  /** Stops listening to a GrowingFile. */
+  #unwatch: (() => void) | undefined;
   readonly produced: Promise<void>;
   #producedNow!: () => void;
   readonly #onMessage = (m: WorkerMessage): void => this.#message(m);
@@ -144,24 +166,41 @@ class OffThreadLayerStream extends Readable {
     if (!this.#done && !this.destroyed) this.destroy(new InputError(`${this.#job.blob.name}: layer worker exited (code ${code}) before the end of the layer`));
   };
 
-  constructor(blob: LayerBlob, options: OffThreadOptions) {
+  constructor(blob: WorkerBlob, options: OffThreadOptions) {
     const batchBytes = options.batchBytes ?? 1024 * 1024;
     super({ highWaterMark: batchBytes });
     this.produced = new Promise((resolve) => (this.#producedNow = resolve));
-    // An uncompressed blob whose digest is its diff_id is checked once (by the worker).
+    // An uncompressed blob whose digest is its diff_id is checked once (by the worker); one still to be sniffed always here.
     this.#diff = blob.compression !== 'none' || blob.digest !== blob.diffId ? new Digester() : undefined;
-    this.#job = { id: nextJob++, blob, batchBytes, credits: options.credits ?? 8 };
+    const growth = options.growth;
+    const growing = growth !== undefined && !growth.complete;
+    this.#job = { id: nextJob++, blob, batchBytes, credits: options.credits ?? 8, ...(growing ? { growth: { available: growth.available, complete: false } } : {}) };
     this.#worker = acquire();
     this.#worker.on('message', this.#onMessage);
     this.#worker.on('error', this.#onError);
     this.#worker.on('exit', this.#onExit);
     const msg: MainMessage = { type: 'job', job: this.#job };
     this.#worker.postMessage(msg);
+    if (growing) {
+      let told = growth.available;
+      this.#unwatch = growth.watch((failure) => {
+        if (this.#done || this.destroyed) return;
+        if (failure !== undefined) {
+          this.destroy(failure);
+          return;
+        }
+        if (!growth.complete && growth.available - told < GROWN_STEP) return;
+        told = growth.available;
+        const m: MainMessage = { type: 'grown', job: this.#job.id, available: growth.available, complete: growth.complete };
+        this.#worker.postMessage(m);
+      });
+    }
   }
 
   /** The job is over on the worker's side: stop listening and hand the worker back. */
   #finish(): void {
     this.#done = true;
+    this.#unwatch?.();
     this.#worker.off('message', this.#onMessage);
     this.#worker.off('error', this.#onError);
     this.#worker.off('exit', this.#onExit);
@@ -230,6 +269,7 @@ class OffThreadLayerStream extends Readable {
     }
     // Mid-layer: the worker cannot be reused; ending it stops the work and closes its file.
     this.#done = true;
+    this.#unwatch?.();
     this.#worker.off('message', this.#onMessage);
     this.#worker.off('error', this.#onError);
     this.#worker.off('exit', this.#onExit);
@@ -242,7 +282,7 @@ class OffThreadLayerStream extends Readable {
 }
 
 /** Opens `blob`'s uncompressed stream on a worker thread (one just freed by another layer, else a new one). */
-export function openOffThread(blob: LayerBlob, options: OffThreadOptions = {}): Readable {
+export function openOffThread(blob: WorkerBlob, options: OffThreadOptions = {}): Readable {
   return new OffThreadLayerStream(blob, options);
 }
 

@@ -1,7 +1,9 @@
 /**
  * A real CNCF distribution registry (Debian's `docker-registry`) on a free
- * loopback port, for tests: anonymous, or with htpasswd Basic auth (needs
- * `htpasswd` from apache2-utils). Its storage is a temp dir the test may
+ * loopback port, for tests: anonymous, with htpasswd Basic auth (needs
+ * `htpasswd` from apache2-utils), or with token auth (JWTs from a token
+ * server the test runs, see token-server.ts); plain HTTP or TLS (optionally
+ * requiring client certificates). Its storage is a temp dir the test may
  * tamper with (`blobDataPath`). Test-only code.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -11,11 +13,22 @@ import net from 'node:net';
 import path from 'node:path';
 import { requireTool, run, type TmpDir, tmpDir } from './tools.js';
 
-export type RegistryAuthMode = { readonly kind: 'none' } | { readonly kind: 'htpasswd'; readonly user: string; readonly password: string };
+export type RegistryAuthMode =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'htpasswd'; readonly user: string; readonly password: string }
+  /** distribution's `auth.token`: tokens from `realm`, signed by a key whose certificate is in `rootCertBundle`. */
+  | { readonly kind: 'token'; readonly realm: string; readonly service: string; readonly issuer: string; readonly rootCertBundle: string };
+
+export interface RegistryServerOptions {
+  /** Serve HTTPS with this certificate and key (PEM files); `clientCas` makes client certificates mandatory. */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly clientCas?: readonly string[] };
+}
 
 export interface RegistryServer {
   /** `127.0.0.1:PORT` */
   readonly host: string;
+  /** `http://HOST` or `https://HOST`. */
+  readonly url: string;
   readonly storage: string;
   /** Where the registry keeps a blob's bytes. */
   blobDataPath(digest: string): string;
@@ -38,7 +51,19 @@ export function requireRegistry(ctx: Mocha.Context, auth: RegistryAuthMode = { k
   requireTool(ctx, 'docker-registry', ...(auth.kind === 'htpasswd' ? ['htpasswd'] : []));
 }
 
-function probe(host: string): Promise<boolean> {
+function probe(host: string, tls: boolean): Promise<boolean> {
+  if (tls) {
+    // A TLS registry may insist on client certificates: that it accepts connections is enough.
+    return new Promise((resolve) => {
+      const [h, p] = [host.slice(0, host.lastIndexOf(':')), Number(host.slice(host.lastIndexOf(':') + 1))];
+      const sock = net.connect(p, h, () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.on('error', () => resolve(false));
+      sock.setTimeout(1000, () => sock.destroy());
+    });
+  }
   return new Promise((resolve) => {
     const req = http.get(`http://${host}/v2/`, (res) => {
       res.resume();
@@ -49,7 +74,7 @@ function probe(host: string): Promise<boolean> {
   });
 }
 
-export async function startRegistry(auth: RegistryAuthMode = { kind: 'none' }): Promise<RegistryServer> {
+export async function startRegistry(auth: RegistryAuthMode = { kind: 'none' }, options: RegistryServerOptions = {}): Promise<RegistryServer> {
   const dir: TmpDir = await tmpDir('registry');
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
@@ -60,11 +85,19 @@ export async function startRegistry(auth: RegistryAuthMode = { kind: 'none' }): 
     const file = path.join(dir.path, 'htpasswd');
     await writeFile(file, stdout.trim() + '\n');
     authYaml = `auth:\n  htpasswd:\n    realm: test-realm\n    path: ${file}\n`;
+  } else if (auth.kind === 'token') {
+    authYaml = `auth:\n  token:\n    realm: ${auth.realm}\n    service: ${auth.service}\n    issuer: ${auth.issuer}\n    rootcertbundle: ${auth.rootCertBundle}\n`;
+  }
+  const tls = options.tls;
+  let tlsYaml = '';
+  if (tls !== undefined) {
+    tlsYaml = `  tls:\n    certificate: ${tls.cert}\n    key: ${tls.key}\n`;
+    if (tls.clientCas !== undefined && tls.clientCas.length > 0) tlsYaml += `    clientcas:\n${tls.clientCas.map((c) => `      - ${c}\n`).join('')}`;
   }
   const config = path.join(dir.path, 'config.yml');
   await writeFile(
     config,
-    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}\n${authYaml}`,
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}\n${tlsYaml}${authYaml}`,
   );
   const child: ChildProcess = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -76,7 +109,7 @@ export async function startRegistry(auth: RegistryAuthMode = { kind: 'none' }): 
     exited = true;
   });
   const deadline = Date.now() + 20_000;
-  while (!(await probe(host))) {
+  while (!(await probe(host, tls !== undefined))) {
     if (exited || Date.now() > deadline) {
       child.kill();
       await dir.cleanup();
@@ -86,6 +119,7 @@ export async function startRegistry(auth: RegistryAuthMode = { kind: 'none' }): 
   }
   return {
     host,
+    url: `${tls !== undefined ? 'https' : 'http'}://${host}`,
     storage,
     blobDataPath: (digest: string) => {
       const hex = digest.replace(/^sha256:/, '');

@@ -7,6 +7,13 @@
  * Basic, or Bearer tokens (fetched from the realm, cached until shortly
  * before they expire, fetched again on a 401). 5xx, 429 and network
  * failures are retried with exponential backoff, honouring Retry-After.
+ *
+ * Failures, by class (and so by CLI exit code): 401/403 from the registry or
+ * the token server, an untrusted TLS certificate or refused handshake, an
+ * unreachable host → InputError (3); MANIFEST_UNKNOWN, NAME_UNKNOWN,
+ * BLOB_UNKNOWN or another 404 → NotFoundError (4); a manifest or blob whose
+ * digest or size is wrong → IntegrityError (5). Messages name the image and
+ * never carry a password or token (URLs lose their query string).
  */
 import type { IncomingMessage } from 'node:http';
 import { readdir, readFile } from 'node:fs/promises';
@@ -16,7 +23,7 @@ import { ChunkyardError, InputError, IntegrityError, InterruptedError, NotFoundE
 import { type Digest, sha256Digest } from '../digest.js';
 import { createVerifier } from '../verify.js';
 import { type CredentialOptions, type Credentials, lookupCredentials } from './auth.js';
-import { HttpAgent, readBody, redact, TransientError } from './http.js';
+import { HttpAgent, readBody, redact, TlsError, TransientError } from './http.js';
 import type { DockerImageName } from './reference.js';
 
 /** How to reach registries: the options `docker://` sources take. */
@@ -37,6 +44,10 @@ export interface RegistryOptions {
   readonly timeoutMs?: number;
   /** How often one blob download may break and be resumed. @default 5 */
   readonly blobResumes?: number;
+  /** Layers downloaded ahead of the one being read (0: each when it is opened). @default 3 */
+  readonly prefetchLayers?: number;
+  /** Where layer downloads are kept while read (a `chunkyard-pull-*` directory, removed on close). @default os.tmpdir() */
+  readonly tempDir?: string;
 }
 
 export const MANIFEST_ACCEPT = [
@@ -138,26 +149,48 @@ export interface FetchedManifest {
 interface Token {
   readonly value: string;
   readonly expiresAt: number;
+  /** When to fetch a new one: a little before expiry, so a token does not lapse between check and use. */
+  readonly refreshAt: number;
 }
 
-/** Load CA certs and a client pair from a certs.d-style directory. */
-async function readCertDir(dir: string): Promise<{ ca: string[]; cert?: string; key?: string }> {
+/**
+ * Loads a certs.d-style directory as containers/image does: every `*.crt` is
+ * a CA certificate added to the system roots; every `NAME.cert` is a client
+ * certificate whose key is `NAME.key` (one without the other is refused).
+ */
+export async function readCertDir(dir: string): Promise<{ ca: string[]; cert: string[]; key: string[] }> {
   let names: string[];
   try {
     names = await readdir(dir);
   } catch (e) {
-    throw new InputError(`--cert-dir ${dir}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`, { cause: e });
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new InputError(`--cert-dir ${dir}: ${code === 'ENOENT' ? 'no such directory' : code === 'ENOTDIR' ? 'not a directory' : (e as Error).message}`, { cause: e });
   }
+  const have = new Set(names);
   const ca: string[] = [];
-  let cert: string | undefined;
-  let key: string | undefined;
+  const cert: string[] = [];
+  const key: string[] = [];
+  const read = async (n: string): Promise<string> => {
+    try {
+      return await readFile(path.join(dir, n), 'utf8');
+    } catch (e) {
+      throw new InputError(`--cert-dir ${dir}: cannot read ${n}: ${(e as Error).message}`, { cause: e });
+    }
+  };
   for (const n of names.sort()) {
-    const p = path.join(dir, n);
-    if (n.endsWith('.crt')) ca.push(await readFile(p, 'utf8'));
-    else if (n.endsWith('.cert')) cert = await readFile(p, 'utf8');
-    else if (n.endsWith('.key')) key = await readFile(p, 'utf8');
+    if (n.endsWith('.crt')) {
+      ca.push(await read(n));
+    } else if (n.endsWith('.cert')) {
+      const k = `${n.slice(0, -'.cert'.length)}.key`;
+      if (!have.has(k)) throw new InputError(`--cert-dir ${dir}: client certificate ${n} has no key ${k} beside it`);
+      cert.push(await read(n));
+      key.push(await read(k));
+    } else if (n.endsWith('.key')) {
+      const c = `${n.slice(0, -'.key'.length)}.cert`;
+      if (!have.has(c)) throw new InputError(`--cert-dir ${dir}: key ${n} has no client certificate ${c} beside it`);
+    }
   }
-  return { ca, ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}) };
+  return { ca, cert, key };
 }
 
 export class RegistryClient {
@@ -169,11 +202,18 @@ export class RegistryClient {
   #challenge: Challenge | undefined;
   #credentials: Promise<Credentials | undefined> | undefined;
   #token: Token | undefined;
+  /** The token request in flight, shared by concurrent requests (parallel layer downloads). */
+  #tokenFetch: Promise<Token> | undefined;
   #ping: Promise<void> | undefined;
+  #reauths = 0;
 
   constructor(name: DockerImageName, options: RegistryOptions = {}) {
     this.name = name;
     this.#options = options;
+  }
+
+  get options(): RegistryOptions {
+    return this.#options;
   }
 
   get #what(): string {
@@ -192,7 +232,7 @@ export class RegistryClient {
 
   async #agentFor(): Promise<HttpAgent> {
     if (this.#agent !== undefined) return this.#agent;
-    const certs = this.#options.certDir !== undefined ? await readCertDir(this.#options.certDir) : { ca: [] };
+    const certs = this.#options.certDir !== undefined ? await readCertDir(this.#options.certDir) : {};
     this.#agent ??= new HttpAgent({ verify: this.#options.tlsVerify ?? true, ...certs }, this.#options.timeoutMs ?? 60_000);
     return this.#agent;
   }
@@ -219,6 +259,8 @@ export class RegistryClient {
         const last = scheme === schemes[schemes.length - 1];
         res = last ? await this.#withRetries(() => this.#send('GET', url, {}, signal), `ping ${url.href}`, signal) : await this.#send('GET', url, {}, signal);
       } catch (e) {
+        // A TLS server that we do not trust, or that refuses us: plain HTTP would not help.
+        if (e instanceof TlsError) throw this.#tlsError(e);
         if (!(e instanceof TransientError)) throw e;
         lastError = e;
         continue;
@@ -242,6 +284,18 @@ export class RegistryClient {
     const why = lastError instanceof Error ? lastError.message : String(lastError);
     const hint = plainAllowed ? '' : ' (for a plain-HTTP or self-signed registry use --tls-verify=false, or --cert-dir for a private CA)';
     throw new InputError(`${this.#what}: cannot reach registry ${host}: ${why}${hint}`, { cause: lastError });
+  }
+
+  #tlsError(e: TlsError): InputError {
+    const host = this.name.apiHost;
+    const reason = (e.cause as Error | undefined)?.message ?? e.message;
+    if (e.kind === 'certificate') {
+      return new InputError(
+        `${this.#what}: the TLS certificate of ${host} is not trusted (${e.tlsCode}: ${reason}); give its CA certificate with --cert-dir DIR (as DIR/NAME.crt), or skip verification with --tls-verify=false`,
+        { cause: e },
+      );
+    }
+    return new InputError(`${this.#what}: ${host} refused the TLS handshake (${e.tlsCode}); if it wants a client certificate, put NAME.cert and NAME.key in the --cert-dir directory`, { cause: e });
   }
 
   #send(method: 'GET' | 'HEAD' | 'POST', url: URL, headers: Record<string, string>, signal: AbortSignal | undefined, body?: string): Promise<IncomingMessage> {
@@ -276,18 +330,35 @@ export class RegistryClient {
     return this.#credentials;
   }
 
-  async #authorization(signal: AbortSignal | undefined): Promise<string | undefined> {
+  /** The Authorization header for the next request, and the bearer token it carries (to drop it on a 401). */
+  async #authorization(signal: AbortSignal | undefined): Promise<{ header?: string; token?: Token }> {
     const c = this.#challenge;
-    if (c === undefined || c.scheme === 'none') return undefined;
+    if (c === undefined || c.scheme === 'none') return {};
     const creds = await this.#creds();
     if (c.scheme === 'basic') {
-      if (creds === undefined) return undefined;
+      if (creds === undefined) return {};
       if (creds.kind !== 'basic') throw new InputError(`${this.#what}: ${this.name.apiHost} wants Basic auth, but the credentials found are an identity token`);
-      return `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+      return { header: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` };
     }
-    // Refresh a little early so a token does not lapse between check and use.
-    if (this.#token === undefined || Date.now() > this.#token.expiresAt - 10_000) this.#token = await this.#fetchToken(c, creds, signal);
-    return `Bearer ${this.#token.value}`;
+    const token = await this.#bearer(c, creds, signal);
+    return { header: `Bearer ${token.value}`, token };
+  }
+
+  #bearer(c: Challenge & { scheme: 'bearer' }, creds: Credentials | undefined, signal: AbortSignal | undefined): Promise<Token> {
+    const t = this.#token;
+    if (t !== undefined && Date.now() < t.refreshAt) return Promise.resolve(t);
+    this.#tokenFetch ??= this.#fetchToken(c, creds, signal).then(
+      (fresh) => {
+        this.#tokenFetch = undefined;
+        this.#token = fresh;
+        return fresh;
+      },
+      (e: unknown) => {
+        this.#tokenFetch = undefined;
+        throw e;
+      },
+    );
+    return this.#tokenFetch;
   }
 
   async #fetchToken(c: Challenge & { scheme: 'bearer' }, creds: Credentials | undefined, signal: AbortSignal | undefined): Promise<Token> {
@@ -321,7 +392,7 @@ export class RegistryClient {
     const status = res.statusCode ?? 0;
     if (status === 401 || status === 403) {
       res.resume();
-      throw this.#authError(status, creds, `the token server ${redact(realm)} refused`);
+      throw this.#authError(status, creds, `the token server ${redact(realm)}`);
     }
     if (status !== 200) {
       const { text } = await errorSummary(res);
@@ -340,7 +411,8 @@ export class RegistryClient {
     const issued = typeof json['issued_at'] === 'string' ? Date.parse(json['issued_at']) : NaN;
     // Measured from our clock when the issuer's is unknown or ahead of ours.
     const start = Number.isNaN(issued) || issued > Date.now() ? Date.now() : issued;
-    return { value, expiresAt: start + expiresIn * 1000 };
+    const expiresAt = start + expiresIn * 1000;
+    return { value, expiresAt, refreshAt: expiresAt - Math.min(10_000, (expiresIn * 1000) / 5) };
   }
 
   #authError(status: number, creds: Credentials | undefined, who: string): InputError {
@@ -361,12 +433,14 @@ export class RegistryClient {
     const url = new URL(`${this.#base as string}/v2/${this.name.path}/${pathPart}`);
     for (let reauth = 0; ; reauth++) {
       const auth = await this.#authorization(signal);
-      const res = await this.#withRetries(() => this.#send('GET', url, { ...headers, ...(auth !== undefined ? { authorization: auth } : {}) }, signal), pathPart, signal);
+      const res = await this.#withRetries(() => this.#send('GET', url, { ...headers, ...(auth.header !== undefined ? { authorization: auth.header } : {}) }, signal), pathPart, signal);
       const status = res.statusCode ?? 0;
       if (status === 401 && reauth === 0 && this.#challenge?.scheme === 'bearer') {
+        // The token expired (or lacks the scope): fetch another, unless a concurrent request already did.
         const fresh = parseChallenge(res.headers['www-authenticate']);
         if (fresh !== undefined && fresh.scheme === 'bearer') this.#challenge = fresh;
-        this.#token = undefined;
+        if (this.#token === auth.token) this.#token = undefined;
+        this.#reauths++;
         res.resume();
         continue;
       }
@@ -430,13 +504,18 @@ export class RegistryClient {
    * it stopped with `Range: bytes=N-` (up to `blobResumes` times).
    */
   openBlob(desc: { readonly digest: Digest; readonly size: number }, what: string, signal?: AbortSignal): Readable {
-    const source = Readable.from(this.#blobChunks(desc, what, signal), { objectMode: false, highWaterMark: 1024 * 1024 });
+    const source = Readable.from(this.blobChunks(desc, what, signal), { objectMode: false, highWaterMark: 1024 * 1024 });
     const verifier = createVerifier({ digest: desc.digest, size: desc.size, what: `${this.#what}: ${what} ${desc.digest} from ${this.name.apiHost}` });
     pipeline(source, verifier, () => {});
     return verifier;
   }
 
-  async *#blobChunks(desc: { readonly digest: Digest; readonly size: number }, what: string, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+  /**
+   * The blob's bytes as they arrive, resumed with Range requests when the
+   * transfer breaks; NOT checked: the caller checks size and digest (openBlob
+   * does, the layer downloads leave it to whoever reads the file).
+   */
+  async *blobChunks(desc: { readonly digest: Digest; readonly size: number }, what: string, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
     let offset = 0;
     let breaks = 0;
     const label = `${what} ${desc.digest}`;
@@ -486,6 +565,11 @@ export class RegistryClient {
         res.destroy();
       }
     }
+  }
+
+  /** How often a request was answered 401 and sent again with a fresh token (an expired token, mid-pull). */
+  get reauthentications(): number {
+    return this.#reauths;
   }
 
   /** Releases pooled connections. */

@@ -3,24 +3,16 @@
  * docker-registry), filled by `skopeo copy` from the corpus.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { chmod, open as openFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { IntegrityError, InputError, NotFoundError } from '../../errors.js';
 import { buildImage } from '../../index.js';
 import { startFaultyProxy } from '../../testing/faulty-proxy.js';
 import { type RegistryServer, requireRegistry, startRegistry } from '../../testing/registry-server.js';
-import { drain } from '../../testing/streams.js';
+import { drain, sha256File } from '../../testing/streams.js';
 import { requireCorpus, requireTool, run, type TmpDir, tmpDir } from '../../testing/tools.js';
 import type { ImageSource, OpenOptions } from '../source.js';
 import { parseImageReference } from '../transports.js';
-
-async function sha256File(p: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(p)) h.update(c as Buffer);
-  return h.digest('hex');
-}
 
 async function openRef(ref: string, options: OpenOptions = {}): Promise<ImageSource> {
   return parseImageReference(ref).open({ registry: { retryBaseMs: 10, ...options.registry }, ...(options.platform ? { platform: options.platform } : {}) });

@@ -2,22 +2,27 @@
  * `docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]` — an image in a registry
  * (skopeo's docker transport). Opening fetches the manifest (walking an
  * index to the wanted platform, as the layout reader does), then the config;
- * layers stream from the registry each time they are opened, through the
- * same checks as local blobs: size+digest, sniffed decompression, diff_id.
+ * layers are downloaded into temp files, a few ahead of the one being read
+ * (downloads.ts), and read as they grow through the same checks as local
+ * blobs, on the same worker thread: size+digest, sniffed decompression,
+ * diff_id.
  */
 import { pipeline, type Readable, PassThrough } from 'node:stream';
 import { InputError, throwIfAborted } from '../../errors.js';
 import { MAX_CONFIG_BYTES } from '../blobs.js';
-import { createDecompressor, checkSupported, SNIFF_BYTES, sniffCompression } from '../decompress.js';
+import { checkSupported, SNIFF_BYTES, sniffCompression } from '../decompress.js';
 import type { Digest } from '../digest.js';
-import { destroyOnAbort } from '../files.js';
+import { destroyOnAbort, readAt } from '../files.js';
+import { OFF_THREAD_MIN_BYTES } from '../layer.js';
+import { openLayerPipeline } from '../layer-pipeline.js';
+import { openOffThread, type WorkerBlob } from '../off-thread.js';
 import { checkLayerCount, crossCheckPlatform, LoadedImageSource } from '../image.js';
 import { parseManifestDoc, resolveManifestWith } from '../layout.js';
 import { DEFAULT_PLATFORM } from '../platform.js';
 import { type IndexDoc, isForeignLayer, isIndexMediaType, type ManifestDoc, parseImageConfig, parseJson } from '../schema.js';
 import type { ImageReference, ImageSource, Layer, OpenOptions, Platform, Transport } from '../source.js';
-import { createVerifier } from '../verify.js';
 import { type FetchedManifest, RegistryClient } from './client.js';
+import { LayerDownloads } from './downloads.js';
 import { type DockerImageName, parseDockerImageName } from './reference.js';
 
 export class DockerReference implements ImageReference {
@@ -90,14 +95,33 @@ async function openRegistryImage(client: RegistryClient, ref: DockerReference, o
   const config = parseImageConfig(parseJson(configBytes, `config ${manifest.config.digest} of ${what}`), `config ${manifest.config.digest} of ${what}`);
   checkLayerCount(config, manifest.layers.length, `${what} (manifest ${manifestDigest})`);
   crossCheckPlatform(config, platformFromIndex, what);
-  const layers: Layer[] = manifest.layers.map((desc, i) => {
+  manifest.layers.forEach((desc, i) => {
     throwIfAborted(signal);
     if (isForeignLayer(desc.mediaType)) {
       throw new InputError(`${what}: layer ${i} ${desc.digest} is a foreign (non-distributable) layer; downloading foreign layers is not supported`);
     }
-    return new RegistryLayer(client, { index: i, mediaType: desc.mediaType, digest: desc.digest, size: desc.size, diffId: config.rootfs.diff_ids[i] as Digest });
   });
-  return new LoadedImageSource({ reference: ref, manifestDigest, configDigest: manifest.config.digest, config, layers }, async () => client.close());
+  const o = client.options;
+  const downloads = await LayerDownloads.create(
+    client,
+    manifest.layers.map((desc, i) => ({ index: i, digest: desc.digest, size: desc.size })),
+    what,
+    { ...(o.prefetchLayers !== undefined ? { ahead: o.prefetchLayers } : {}), ...(o.tempDir !== undefined ? { tempDir: o.tempDir } : {}) },
+  );
+  const layers: Layer[] = manifest.layers.map(
+    (desc, i) => new RegistryLayer(downloads, { index: i, mediaType: desc.mediaType, digest: desc.digest, size: desc.size, diffId: config.rootfs.diff_ids[i] as Digest }),
+  );
+  // Aborting the open's signal stops the downloads too (close() still removes them).
+  const stop = (): void => void downloads.close();
+  signal?.addEventListener('abort', stop, { once: true });
+  return new LoadedImageSource({ reference: ref, manifestDigest, configDigest: manifest.config.digest, config, layers }, async () => {
+    signal?.removeEventListener('abort', stop);
+    try {
+      await downloads.close();
+    } finally {
+      client.close();
+    }
+  });
 }
 
 interface LayerInit {
@@ -108,51 +132,14 @@ interface LayerInit {
   readonly diffId: Digest;
 }
 
-/** Resolves with the stream's first `n` bytes (fewer at EOF) and a stream of everything, those bytes included. */
-function peek(s: Readable, n: number): Promise<{ head: Buffer; all: Readable }> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let len = 0;
-    let ended = false;
-    const finish = (): void => {
-      cleanup();
-      const head = Buffer.concat(chunks);
-      const all = new PassThrough({ highWaterMark: 1024 * 1024 });
-      all.write(head);
-      if (ended) all.end();
-      else pipeline(s, all, () => {});
-      resolve({ head: head.subarray(0, n), all });
-    };
-    const onReadable = (): void => {
-      let c: Buffer | null;
-      while (len < n && (c = s.read() as Buffer | null) !== null) {
-        chunks.push(c);
-        len += c.length;
-      }
-      if (len >= n) finish();
-    };
-    const onEnd = (): void => {
-      ended = true;
-      finish();
-    };
-    const onError = (e: Error): void => {
-      cleanup();
-      reject(e);
-    };
-    const cleanup = (): void => {
-      s.off('readable', onReadable);
-      s.off('end', onEnd);
-      s.off('error', onError);
-    };
-    s.on('readable', onReadable);
-    s.once('end', onEnd);
-    s.once('error', onError);
-  });
-}
-
 /**
- * A layer in a registry. `open()` downloads afresh each call:
- *   HTTP blob (resumed on breaks) → size+digest check → decompress (sniffed) → diff_id check
+ * A layer in a registry. `open()` reads the blob's temp file (LayerDownloads
+ * fetches it, and the next layers ahead) while it is written:
+ *
+ *   HTTP blob (resumed on breaks) → temp file → size+digest check → decompress (sniffed) → diff_id check
+ *
+ * Blobs of OFF_THREAD_MIN_BYTES or more are checked and decompressed on the
+ * layer worker thread as the file grows; smaller ones once downloaded, here.
  */
 export class RegistryLayer implements Layer {
   readonly index: number;
@@ -160,10 +147,10 @@ export class RegistryLayer implements Layer {
   readonly digest: Digest;
   readonly size: number;
   readonly diffId: Digest;
-  readonly #client: RegistryClient;
+  readonly #downloads: LayerDownloads;
 
-  constructor(client: RegistryClient, init: LayerInit) {
-    this.#client = client;
+  constructor(downloads: LayerDownloads, init: LayerInit) {
+    this.#downloads = downloads;
     this.index = init.index;
     this.mediaType = init.mediaType;
     this.digest = init.digest;
@@ -172,32 +159,31 @@ export class RegistryLayer implements Layer {
   }
 
   open(signal?: AbortSignal): Readable {
-    const name = `layer ${this.index} ${this.digest}`;
-    const blob = this.#client.openBlob({ digest: this.digest, size: this.size }, `layer ${this.index}`, signal);
-    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-    out.once('close', () => blob.destroy());
-    peek(blob, SNIFF_BYTES).then(
-      ({ head, all }) => {
-        if (out.destroyed) {
-          all.destroy();
-          return;
-        }
-        let compression;
-        try {
-          compression = checkSupported(sniffCompression(head), `${name} of ${this.#client.name.familiar}`);
-        } catch (e) {
-          all.destroy();
-          out.destroy(e as Error);
-          return;
-        }
-        const stages: (Readable | NodeJS.ReadWriteStream)[] = [all];
-        if (compression !== 'none') stages.push(createDecompressor(compression, name));
-        if (compression !== 'none' || this.digest !== this.diffId) stages.push(createVerifier({ digest: this.diffId, what: name, kind: 'diff_id' }));
-        stages.push(out);
-        pipeline(stages, () => {});
-      },
-      (e: unknown) => out.destroy(e as Error),
-    );
+    const d = this.#downloads.acquire(this.index);
+    const blob: WorkerBlob = {
+      range: { file: d.file, start: 0, size: this.size, where: this.#downloads.where },
+      digest: this.digest,
+      size: this.size,
+      diffId: this.diffId,
+      compression: 'sniff',
+      name: `layer ${this.index} ${this.digest}`,
+    };
+    let out: Readable;
+    if (this.size >= OFF_THREAD_MIN_BYTES) {
+      out = openOffThread(blob, { growth: d });
+    } else {
+      const pass = new PassThrough({ highWaterMark: 1024 * 1024 });
+      out = pass;
+      d.whenComplete()
+        .then(async () => {
+          const head = await readAt(blob.range, 0, SNIFF_BYTES);
+          if (pass.destroyed) return;
+          const compression = checkSupported(sniffCompression(head), `${blob.name} (${blob.range.where})`);
+          pipeline(openLayerPipeline({ ...blob, compression }), pass, () => {});
+        })
+        .catch((e: unknown) => pass.destroy(e as Error));
+    }
+    out.once('close', () => this.#downloads.release(this.index, d));
     if (signal !== undefined) destroyOnAbort(out, signal);
     return out;
   }

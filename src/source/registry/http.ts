@@ -15,8 +15,9 @@ export interface TlsSettings {
   readonly verify: boolean;
   /** Extra CA certificates (PEM), added to node's roots. */
   readonly ca?: readonly string[];
-  readonly cert?: string;
-  readonly key?: string;
+  /** Client certificates (PEM), each with the key at the same position in `key`. */
+  readonly cert?: readonly string[];
+  readonly key?: readonly string[];
 }
 
 export interface HttpRequest {
@@ -30,6 +31,63 @@ export interface HttpRequest {
 /** A network-level failure (refused, reset, timed out): worth a retry. */
 export class TransientError extends InputError {
   override name = 'InputError';
+}
+
+/**
+ * A TLS failure that neither a retry nor plain HTTP would fix: the server's
+ * certificate is not trusted (`certificate`), or the server refused our
+ * handshake with an alert, typically for want of a client certificate
+ * (`handshake`).
+ */
+export class TlsError extends InputError {
+  override name = 'InputError';
+  constructor(
+    message: string,
+    readonly kind: 'certificate' | 'handshake',
+    /** node's error code, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE. */
+    readonly tlsCode: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** OpenSSL's certificate verification results as node reports them (err.code), and node's own name check. */
+const CERT_CODES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** The network error as TlsError when it is one of those, else as a TransientError (worth a retry). */
+function networkError(e: NodeJS.ErrnoException, req: HttpRequest): InputError {
+  const code = e.code ?? '';
+  const what = `${req.method} ${redact(req.url)}`;
+  if (CERT_CODES.has(code)) return new TlsError(`${what}: TLS certificate not trusted (${code}: ${e.message})`, 'certificate', code, { cause: e });
+  // An alert from the server (e.g. ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE, ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED).
+  if (/^ERR_SSL_.*ALERT/.test(code)) {
+    const alert = code.replace(/^ERR_SSL_(SSLV3_|TLSV1\d*_)?ALERT_/, '').toLowerCase().replace(/_/g, ' ');
+    return new TlsError(`${what}: the server refused the TLS handshake (alert: ${alert})`, 'handshake', code, { cause: e });
+  }
+  return new TransientError(`${what}: ${code !== '' ? code : e.message}`, { cause: e });
 }
 
 const MAX_REDIRECTS = 10;
@@ -46,8 +104,8 @@ export class HttpAgent {
       maxSockets: 16,
       rejectUnauthorized: tls.verify,
       ...(tls.ca !== undefined && tls.ca.length > 0 ? { ca: [...rootCertificates, ...tls.ca] } : {}),
-      ...(tls.cert !== undefined ? { cert: tls.cert } : {}),
-      ...(tls.key !== undefined ? { key: tls.key } : {}),
+      ...(tls.cert !== undefined && tls.cert.length > 0 ? { cert: [...tls.cert] } : {}),
+      ...(tls.key !== undefined && tls.key.length > 0 ? { key: [...tls.key] } : {}),
     });
   }
 
@@ -102,7 +160,7 @@ export class HttpAgent {
         cr.destroy(new TransientError(`${req.method} ${redact(req.url)}: no response for ${Math.round(this.#timeoutMs / 1000)}s (timed out)`));
       });
       cr.on('error', (e: NodeJS.ErrnoException) => {
-        reject(e instanceof InputError || e instanceof InterruptedError ? e : new TransientError(`${req.method} ${redact(req.url)}: ${e.code ?? e.message}`, { cause: e }));
+        reject(e instanceof InputError || e instanceof InterruptedError ? e : networkError(e, req));
       });
       cr.on('response', (res) => {
         // Errors after the headers (a cut connection) surface on the body stream.
