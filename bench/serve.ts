@@ -30,6 +30,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { cp, lstat, mkdir, open, readFile, readlink, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { checkChunkName, openChunk, sealChunk } from '../src/chunks/seal.js';
 import { DEFAULT_CHUNK_SIZE } from '../src/index.js';
@@ -49,11 +50,21 @@ const READS = 3000;
 const WARMUP_READS = 100;
 /** nbdcopy runs per source: each takes a second or two, so more than `settings.runs`. */
 const MIN_COPY_RUNS = 5;
+/** Cold starts with and without prefetch (a few seconds each). */
+const MIN_COLD_RUNS = 5;
 const PYTHON = ['/usr/bin/python3', '-c', 'import json'] as const;
 /** The environment of every python start (strace floor and real runs alike). */
 const CHROOT_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', HOME: '/root' };
 /** The paper's numbers (DESIGN.md): local cache < 100 µs; AZ cache 550 µs median, 3.7 ms p99.9; S3 36 ms median, 175 ms p99.9. */
 const PAPER: Record<TierName, string> = { memory: 'local < 100', disk: 'local < 100', shared: 'AZ 550 / 3700 (p99.9)', origin: 'S3 36000 / 175000 (p99.9)' };
+
+/**
+ * glibc's malloc hands 512 KiB buffers out as fresh mmap()s and gives freed
+ * memory back to the kernel, so every chunk fetched and decrypted faults in
+ * new pages; on this VM that costs more than the crypto (bench/hash.ts).
+ * Rows marked +tunables run serve with these thresholds raised.
+ */
+export const GLIBC_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=1073741824';
 
 type TierName = 'memory' | 'disk' | 'shared' | 'origin';
 const TIERS: readonly TierName[] = ['memory', 'disk', 'shared', 'origin'];
@@ -91,7 +102,10 @@ interface StatsJson {
 }
 
 export interface LatencyRow {
+  readonly name: string;
   readonly tier: TierName;
+  /** Served with GLIBC_TUNABLES (see below). */
+  readonly glibcTunables: boolean;
   readonly flags: readonly string[];
   /** Client-side µs; each percentile is the median over runs of that run's percentile. */
   readonly client: Percentiles;
@@ -120,6 +134,7 @@ export interface CopyRow {
 
 export interface ColdRun {
   readonly prefetch: boolean;
+  readonly glibcTunables: boolean;
   /** Seconds from spawning serve to its ready line; to nbdfuse's pid file; to the loop mount done; python's own wall time; all together. */
   readonly serveStartS: number;
   readonly fuseS: number;
@@ -150,6 +165,8 @@ export interface ColdStart {
   readonly runs: readonly ColdRun[];
   readonly noPrefetch: ColdSummary;
   readonly withPrefetch: ColdSummary;
+  /** No prefetch, serve under GLIBC_TUNABLES. */
+  readonly noPrefetchTunables: ColdSummary;
 }
 
 export interface ColdSummary {
@@ -163,8 +180,11 @@ export interface ColdSummary {
 export interface ServeBench {
   readonly image: { readonly tag: string; readonly bytes: number; readonly chunks: number; readonly chunkBytes: number };
   readonly latency: { readonly reads: number; readonly runs: number; readonly rows: readonly LatencyRow[] } | null;
-  /** In process, µs for one 512 KiB chunk (median of 200): the name check (BLAKE3), and openChunk (name check + AES-256-CTR + keyed BLAKE3). */
-  readonly openChunkUs: { readonly nameCheck: number; readonly openChunk: number };
+  /**
+   * In process, µs for one 512 KiB chunk (median and fastest of 200): the name check (BLAKE3), and openChunk
+   * (name check + AES-256-CTR + keyed BLAKE3). The fastest is the cost on an idle core.
+   */
+  readonly openChunkUs: { readonly nameCheck: { median: number; min: number }; readonly openChunk: { median: number; min: number } };
   readonly copy: { readonly runs: number; readonly rows: readonly CopyRow[] } | null;
   readonly cold: ColdStart | null;
   readonly notes: readonly string[];
@@ -242,11 +262,12 @@ class Servers {
     readonly common: readonly string[],
   ) {}
 
-  async start(name: string, flags: readonly string[]): Promise<{ s: ServeProcess; sock: string; statsJson: string }> {
+  /** `tunables`: run with GLIBC_TUNABLES = GLIBC_MALLOC_TUNABLES. */
+  async start(name: string, flags: readonly string[], tunables = false): Promise<{ s: ServeProcess; sock: string; statsJson: string }> {
     const n = this.#n++;
     const sock = path.join(this.dir, `${name}-${n}.sock`);
     const statsJson = path.join(this.dir, `${name}-${n}.json`);
-    const s = await startServe([...this.common, '--listen', `unix:${sock}`, ...flags], { statsJson });
+    const s = await startServe([...this.common, '--listen', `unix:${sock}`, ...flags], { statsJson, ...(tunables ? { env: { GLIBC_TUNABLES: GLIBC_MALLOC_TUNABLES } } : {}) });
     this.#live.add(s);
     return { s, sock, statsJson };
   }
@@ -265,26 +286,52 @@ class Servers {
   }
 }
 
-/** One request in flight: µs per 4 KiB read at `offsets`, after WARMUP_READS untimed ones. */
-async function timeReads(sock: string, offsets: readonly number[]): Promise<number[]> {
-  const c = await RawNbdClient.connect({ unix: sock });
+/**
+ * One request in flight in all: for each offset, one 4 KiB read from each
+ * server in turn (round robin), so every tier sees the same moments of a
+ * machine whose load comes and goes. µs per read, by server, after
+ * WARMUP_READS untimed reads each.
+ */
+async function timeReadsRoundRobin<K>(socks: ReadonlyMap<K, string>, offsets: readonly number[]): Promise<Map<K, number[]>> {
+  const clients = new Map<K, RawNbdClient>();
   try {
-    await c.go();
-    const read = async (offset: number): Promise<void> => {
+    for (const [k, sock] of socks) {
+      const c = await RawNbdClient.connect({ unix: sock });
+      clients.set(k, c);
+      await c.go();
+    }
+    const read = async (c: RawNbdClient, offset: number): Promise<void> => {
       const r = await c.request({ type: Cmd.READ, offset, length: READ_BYTES });
       if (r.error !== 0 || r.data?.length !== READ_BYTES) throw new Error(`NBD read at ${offset} failed: error ${r.error}`);
     };
-    for (let i = 0; i < WARMUP_READS; i++) await read(offsets[(i * 7919) % offsets.length]!);
-    const us: number[] = [];
+    for (let i = 0; i < WARMUP_READS; i++) for (const c of clients.values()) await read(c, offsets[(i * 7919) % offsets.length]!);
+    const us = new Map<K, number[]>([...clients.keys()].map((k) => [k, []]));
     for (const off of offsets) {
-      const t0 = process.hrtime.bigint();
-      await read(off);
-      us.push(Number(process.hrtime.bigint() - t0) / 1000);
+      for (const [k, c] of clients) {
+        const t0 = process.hrtime.bigint();
+        await read(c, off);
+        us.get(k)!.push(Number(process.hrtime.bigint() - t0) / 1000);
+      }
     }
     return us;
   } finally {
-    c.destroy();
+    for (const c of clients.values()) c.destroy();
   }
+}
+
+/** CPU time counters of the whole machine (/proc/stat), to tell how busy it was meanwhile. */
+async function cpuTimes(): Promise<{ idle: number; total: number } | undefined> {
+  const line = (await readFile('/proc/stat', 'utf8').catch(() => '')).split('\n')[0] ?? '';
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  if (f.length < 5 || f.some((x) => !Number.isFinite(x))) return undefined;
+  return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
+}
+
+/** Share of the machine's CPU time that was busy (ours and everyone else's) since `t0`, in %. */
+async function busySince(t0: { idle: number; total: number } | undefined): Promise<number | null> {
+  const t1 = await cpuTimes();
+  if (t0 === undefined || t1 === undefined || t1.total === t0.total) return null;
+  return round(100 * (1 - (t1.idle - t0.idle) / (t1.total - t0.total)), 0);
 }
 
 /** `nbdcopy URI null:`: wall seconds. */
@@ -294,6 +341,14 @@ async function copyToNull(uri: string, extra: readonly string[] = []): Promise<n
 }
 
 // --- 1 + 2: latency per tier, nbdcopy throughput ------------------------------------
+
+/** A serve process of the latency and copy runs: which tier answers, its flags, and whether it runs with GLIBC_TUNABLES. */
+interface Variant {
+  readonly name: string;
+  readonly tier: TierName;
+  readonly flags: readonly string[];
+  readonly tunables: boolean;
+}
 
 async function benchReadPath(
   tmp: string,
@@ -310,10 +365,16 @@ async function benchReadPath(
   await run('nbdcopy', ['--connections=1', '--requests=1', w.s.info.uri, 'null:']);
   const ws = await servers.stop(w);
   if (ws.tiers['disk']?.fills.done !== image.chunks) notes.push(`disk warm-up filled ${ws.tiers['disk']?.fills.done} of ${image.chunks} chunks`);
-  // A second warm copy for the default-memory server (one process per cache directory).
-  const disk2 = path.join(tmp, 'cache-disk2');
-  await cp(disk, disk2, { recursive: true });
-  await rm(path.join(disk2, 'lock'), { force: true });
+  // Warm copies for the other disk servers (one process per cache directory).
+  const diskCopy = async (name: string): Promise<string> => {
+    const d = path.join(tmp, name);
+    await cp(disk, d, { recursive: true });
+    await rm(path.join(d, 'lock'), { force: true });
+    return d;
+  };
+  const diskT = await diskCopy('cache-disk-tunables');
+  const diskDefault = await diskCopy('cache-disk-default');
+  const diskDefaultT = await diskCopy('cache-disk-default-tunables');
 
   let redis: RedisTestServers | undefined;
   const redisProblem = redisServerProblem();
@@ -332,19 +393,20 @@ async function benchReadPath(
       if (wws.tiers['shared']?.fills.done !== image.chunks) notes.push(`shared warm-up filled ${wws.tiers['shared']?.fills.done} of ${image.chunks} chunks`);
     }
 
-    const flagsOf: Record<TierName, string[] | undefined> = {
+    const memoryChunks = String(image.chunks + 64);
+    const variants: Variant[] = [
       // Every chunk prefetched into memory before the runs: demand reads then only hit memory.
-      memory: ['--no-cache', '--memory-chunks', String(image.chunks + 64), '--prefetch', fullTrace],
-      disk: ['--cache-dir', disk, '--memory-chunks', '0'],
-      shared: sharedFlags,
-      origin: ['--no-cache', '--memory-chunks', '0'],
-    };
-    const live = new Map<TierName, Awaited<ReturnType<Servers['start']>>>();
-    for (const t of TIERS) {
-      const f = flagsOf[t];
-      if (f !== undefined) live.set(t, await servers.start(t, f));
-    }
-    const mem = live.get('memory')!;
+      { name: 'memory', tier: 'memory', flags: ['--no-cache', '--memory-chunks', memoryChunks, '--prefetch', fullTrace], tunables: false },
+      { name: 'disk', tier: 'disk', flags: ['--cache-dir', disk, '--memory-chunks', '0'], tunables: false },
+      ...(sharedFlags ? [{ name: 'shared', tier: 'shared' as const, flags: sharedFlags, tunables: false }] : []),
+      { name: 'origin', tier: 'origin', flags: ['--no-cache', '--memory-chunks', '0'], tunables: false },
+      { name: 'disk +tunables', tier: 'disk', flags: ['--cache-dir', diskT, '--memory-chunks', '0'], tunables: true },
+      ...(sharedFlags ? [{ name: 'shared +tunables', tier: 'shared' as const, flags: sharedFlags, tunables: true }] : []),
+      { name: 'origin +tunables', tier: 'origin', flags: ['--no-cache', '--memory-chunks', '0'], tunables: true },
+    ];
+    const live = new Map<string, { v: Variant; p: Awaited<ReturnType<Servers['start']>> }>();
+    for (const v of variants) live.set(v.name, { v, p: await servers.start(v.tier, v.flags, v.tunables) });
+    const mem = live.get('memory')!.p;
     for (let i = 0; ; i++) {
       const st = (await mem.s.stats()) as StatsJson;
       if ((st.prefetch?.done ?? 0) >= image.chunks) break;
@@ -352,25 +414,29 @@ async function benchReadPath(
       await sleep(100);
     }
 
-    // 1. Latency: tiers interleaved run by run, the same offsets for each tier within a run.
-    const samples = new Map<TierName, number[][]>();
+    // 1. Latency: servers interleaved read by read, the same offsets for each.
+    const samples = new Map<string, number[][]>();
+    const cpu0 = await cpuTimes();
+    const load0 = os.loadavg()[0]!;
     for (let r = 0; r < settings.runs; r++) {
+      log(`serve: latency run ${r + 1}/${settings.runs}: ${READS} reads from each of ${[...live.keys()].join(', ')}, round robin`);
       const offsets = randomOffsets(READS, image.bytes, r + 1);
-      for (const [t, p] of live) {
-        log(`serve: latency run ${r + 1}/${settings.runs}, ${t}`);
-        const us = await timeReads(p.sock, offsets);
-        samples.set(t, [...(samples.get(t) ?? []), us]);
-      }
+      const us = await timeReadsRoundRobin(new Map([...live].map(([k, x]) => [k, x.p.sock])), offsets);
+      for (const [k, u] of us) samples.set(k, [...(samples.get(k) ?? []), u]);
     }
+    const busy = await busySince(cpu0);
+    notes.push(`latency runs: machine CPU ${busy ?? '?'}% busy (all processes, ours included), load average ${round(load0, 1)} → ${round(os.loadavg()[0]!, 1)} on ${os.cpus().length} CPUs`);
     const rows: LatencyRow[] = [];
-    for (const [t, p] of live) {
+    for (const [k, { v, p }] of live) {
       const st = (await p.s.stats()) as StatsJson;
-      const runs = samples.get(t)!;
+      const runs = samples.get(k)!;
       const per = runs.map(percentiles);
-      const tier = st.tiers[t]!;
+      const tier = st.tiers[v.tier]!;
       rows.push({
-        tier: t,
-        flags: flagsOf[t]!.map((f) => (f.startsWith(tmp) ? path.relative(tmp, f) : f.includes('unix://') ? '<5 redis unix sockets>' : f)),
+        name: v.name,
+        tier: v.tier,
+        glibcTunables: v.tunables,
+        flags: v.flags.map((f) => (f.startsWith(tmp) ? path.relative(tmp, f) : f.includes('unix://') ? '<5 redis unix sockets>' : f)),
         client: { p50: medianOf(per.map((x) => x.p50)), p99: medianOf(per.map((x) => x.p99)), p999: medianOf(per.map((x) => x.p999)), count: runs[0]!.length },
         clientPooled: percentiles(runs.flat()),
         serverRead: st.reads.latencyUs,
@@ -378,10 +444,10 @@ async function benchReadPath(
         tierHit: tier.latencyUs,
         reads: st.reads.count,
         tierHits: tier.hits,
-        originHits: t === 'origin' ? 0 : st.tiers['origin']?.hits ?? 0,
+        originHits: v.tier === 'origin' ? 0 : (st.tiers['origin']?.hits ?? 0),
       });
     }
-    for (const r of rows) log(`serve: ${r.tier}: client p50 ${ms(r.client.p50)} ms, p99.9 ${ms(r.client.p999)} ms; tier hit p50 ${ms(r.tierHit.p50)} ms`);
+    for (const r of rows) log(`serve: ${r.name}: client p50 ${ms(r.client.p50)} ms, p99.9 ${ms(r.client.p999)} ms; tier hit p50 ${ms(r.tierHit.p50)} ms`);
 
     // 2. Warm sequential copies, sources interleaved run by run.
     nbdkit = spawnNbdkit(tmp, image.file);
@@ -389,26 +455,28 @@ async function benchReadPath(
     let nbdkitErr = '';
     nbdkit.stderr?.on('data', (b: Buffer) => (nbdkitErr += b.toString()));
     await waitForFile(path.join(tmp, 'nbdkit.pid'), nbdkit, 'nbdkit', () => nbdkitErr);
-    const diskDefault = await servers.start('disk-default', ['--cache-dir', disk2]);
+    const dd = await servers.start('disk-default', ['--cache-dir', diskDefault]);
+    const ddT = await servers.start('disk-default', ['--cache-dir', diskDefaultT], true);
     const sources: { name: string; uri: string; pid: number | undefined }[] = [
       { name: 'nbdkit file (extract)', uri: `nbd+unix:///?socket=${nbdkitSock}`, pid: nbdkit.pid },
-      { name: `chunkyard memory (--memory-chunks ${image.chunks + 64})`, uri: mem.s.info.uri, pid: mem.s.child.pid },
-      { name: 'chunkyard disk (default --memory-chunks 64)', uri: diskDefault.s.info.uri, pid: diskDefault.s.child.pid },
-      { name: 'chunkyard disk (--memory-chunks 0)', uri: live.get('disk')!.s.info.uri, pid: live.get('disk')!.s.child.pid },
+      { name: 'disk, default --memory-chunks 64', uri: dd.s.info.uri, pid: dd.s.child.pid },
+      { name: 'disk, default --memory-chunks 64 +tunables', uri: ddT.s.info.uri, pid: ddT.s.child.pid },
+      ...[...live.values()].map(({ v, p }) => ({
+        name: v.tier === 'memory' ? `memory (--memory-chunks ${memoryChunks})` : `${v.name} (--memory-chunks 0${v.tier === 'disk' ? '' : ', no disk cache'})`,
+        uri: p.s.info.uri,
+        pid: p.s.child.pid,
+      })),
     ];
-    const sh = live.get('shared');
-    if (sh) sources.push({ name: 'chunkyard shared, no disk (--memory-chunks 0)', uri: sh.s.info.uri, pid: sh.s.child.pid });
-    sources.push({ name: 'chunkyard origin, no cache (--memory-chunks 0)', uri: live.get('origin')!.s.info.uri, pid: live.get('origin')!.s.child.pid });
     // One untimed copy each: page cache, JIT, Redis connections.
     for (const s of sources) await copyToNull(s.uri);
     const copyRuns = Math.max(settings.runs, MIN_COPY_RUNS);
     const secs = new Map<string, number[]>();
+    const cpu1 = await cpuTimes();
     for (let r = 0; r < copyRuns; r++) {
-      for (const s of sources) {
-        log(`serve: nbdcopy run ${r + 1}/${copyRuns}, ${s.name}`);
-        secs.set(s.name, [...(secs.get(s.name) ?? []), await copyToNull(s.uri)]);
-      }
+      log(`serve: nbdcopy run ${r + 1}/${copyRuns} of ${sources.length} sources`);
+      for (const s of sources) secs.set(s.name, [...(secs.get(s.name) ?? []), await copyToNull(s.uri)]);
     }
+    notes.push(`nbdcopy runs: machine CPU ${(await busySince(cpu1)) ?? '?'}% busy (all processes, ours included)`);
     const base = image.bytes / 1e6 / statOf(secs.get(sources[0]!.name)!).median;
     const copyRows: CopyRow[] = [];
     for (const s of sources) {
@@ -443,7 +511,7 @@ async function timeOpenChunk(imageFile: string): Promise<ServeBench['openChunkUs
   const salt = { epoch: 0, secret: randomBytes(32) };
   const sealed = sealChunk(plain, salt);
   const ref = { id: sealed.id, key: sealed.key };
-  const time = (fn: () => void): number => {
+  const time = (fn: () => void): { median: number; min: number } => {
     for (let i = 0; i < 20; i++) fn();
     const us: number[] = [];
     for (let i = 0; i < 200; i++) {
@@ -451,7 +519,8 @@ async function timeOpenChunk(imageFile: string): Promise<ServeBench['openChunkUs
       fn();
       us.push(Number(process.hrtime.bigint() - t0) / 1000);
     }
-    return round(medianOf(us), 0);
+    const st = statOf(us);
+    return { median: round(st.median, 0), min: round(st.min, 0) };
   };
   return { nameCheck: time(() => checkChunkName(sealed.ciphertext, sealed.id)), openChunk: time(() => void openChunk(sealed.ciphertext, ref, salt)) };
 }
@@ -553,7 +622,7 @@ async function coldFloor(imageFile: string, tmp: string): Promise<NonNullable<Co
 }
 
 /** A fresh cache; serve; nbdfuse; loop mount; python in a chroot; tear down; the stats. */
-async function coldRun(tmp: string, servers: Servers, n: number, opts: { prefetch?: string; recordTrace?: string }): Promise<ColdRun> {
+async function coldRun(tmp: string, servers: Servers, n: number, opts: { prefetch?: string; recordTrace?: string; tunables?: boolean }): Promise<ColdRun> {
   const dir = path.join(tmp, `cold-${n}`);
   const fuseDir = path.join(dir, 'fuse');
   const mnt = path.join(dir, 'mnt');
@@ -566,7 +635,7 @@ async function coldRun(tmp: string, servers: Servers, n: number, opts: { prefetc
     path.join(dir, 'cache'),
     ...(opts.recordTrace !== undefined ? ['--record-trace', opts.recordTrace] : []),
     ...(opts.prefetch !== undefined ? ['--prefetch', opts.prefetch] : []),
-  ]);
+  ], opts.tunables === true);
   const tServe = nowS();
   const fuse = spawn('nbdfuse', ['-r', '-P', pidFile, fuseDir, p.s.info.uri], { stdio: ['ignore', 'ignore', 'pipe'] });
   let fuseErr = '';
@@ -593,6 +662,7 @@ async function coldRun(tmp: string, servers: Servers, n: number, opts: { prefetc
     const origin = st.tiers['origin']!;
     return {
       prefetch: opts.prefetch !== undefined,
+      glibcTunables: opts.tunables === true,
       serveStartS: round(tServe - t0, 3),
       fuseS: round(tFuse - tServe, 3),
       mountS: round(tMount - tFuse, 3),
@@ -648,14 +718,19 @@ async function benchCold(tmp: string, servers: Servers, image: { file: string; b
   const floor = await coldFloor(image.file, tmp);
   const runs: ColdRun[] = [];
   let traceChunks = 0;
-  for (let r = 0; r < settings.runs; r++) {
+  const coldRuns = Math.max(settings.runs, MIN_COLD_RUNS);
+  const cpu0 = await cpuTimes();
+  for (let r = 0; r < coldRuns; r++) {
     const trace = path.join(tmp, `trace-${r}.json`);
-    log(`serve: cold start run ${r + 1}/${settings.runs}, no prefetch (recording a trace)`);
-    runs.push(await coldRun(tmp, servers, 2 * r, { recordTrace: trace }));
+    log(`serve: cold start run ${r + 1}/${coldRuns}, no prefetch (recording a trace)`);
+    runs.push(await coldRun(tmp, servers, 3 * r, { recordTrace: trace }));
     traceChunks = (JSON.parse(await readFile(trace, 'utf8')) as { indexes: number[] }).indexes.length;
-    log(`serve: cold start run ${r + 1}/${settings.runs}, --prefetch the trace (${traceChunks} chunks)`);
-    runs.push(await coldRun(tmp, servers, 2 * r + 1, { prefetch: trace }));
+    log(`serve: cold start run ${r + 1}/${coldRuns}, --prefetch the trace (${traceChunks} chunks)`);
+    runs.push(await coldRun(tmp, servers, 3 * r + 1, { prefetch: trace }));
+    log(`serve: cold start run ${r + 1}/${coldRuns}, no prefetch, GLIBC_TUNABLES`);
+    runs.push(await coldRun(tmp, servers, 3 * r + 2, { tunables: true }));
   }
+  notes.push(`cold start runs: machine CPU ${(await busySince(cpu0)) ?? '?'}% busy (all processes, ours included)`);
   const summary = (rs: readonly ColdRun[]): ColdSummary => ({
     pythonS: statOf(rs.map((x) => x.pythonS)),
     totalS: statOf(rs.map((x) => x.totalS)),
@@ -670,8 +745,9 @@ async function benchCold(tmp: string, servers: Servers, image: { file: string; b
     floor,
     traceChunks,
     runs,
-    noPrefetch: summary(runs.filter((x) => !x.prefetch)),
+    noPrefetch: summary(runs.filter((x) => !x.prefetch && !x.glibcTunables)),
     withPrefetch: summary(runs.filter((x) => x.prefetch)),
+    noPrefetchTunables: summary(runs.filter((x) => x.glibcTunables)),
   };
   log(`serve: cold start: ${cold.noPrefetch.originChunks.median} chunks from the origin; python ${cold.noPrefetch.pythonS.median} s, with prefetch ${cold.withPrefetch.pythonS.median} s`);
   return cold;
@@ -722,10 +798,11 @@ export async function benchServe(): Promise<ServeBench | undefined> {
 const ms = (us: number): number => round(us / 1000, 2);
 
 function printLatencyTable(rows: readonly LatencyRow[]): void {
-  printTable(`serve: 4 KiB random reads through NBD, one in flight (ms; client percentiles are medians over runs of ${READS} reads each)`, [
-    ['tier', 'client p50', 'p99', 'p99.9', 'server read p50', 'tier hit p50', 'p99', 'p99.9', 'tier hits/reads', 'paper (µs)'],
+  const mem = rows.find((r) => r.tier === 'memory');
+  printTable(`serve: 4 KiB random reads through NBD, one in flight, servers taken in turn read by read (ms; client percentiles: median over runs of ${READS} reads)`, [
+    ['server', 'client p50', 'p99', 'p99.9', 'server read p50', 'tier hit p50', 'p99', 'p99.9', 'open+rest p50', 'tier hits/reads', 'paper µs'],
     ...rows.map((r) => [
-      r.tier,
+      r.name,
       ms(r.client.p50),
       ms(r.client.p99),
       ms(r.client.p999),
@@ -733,10 +810,13 @@ function printLatencyTable(rows: readonly LatencyRow[]): void {
       ms(r.tierHit.p50),
       ms(r.tierHit.p99),
       ms(r.tierHit.p999),
+      r.tier === 'memory' || mem === undefined ? '-' : String(ms(r.client.p50 - r.tierHit.p50 - mem.client.p50)),
       `${r.tierHits}/${r.reads}`,
       PAPER[r.tier],
     ]),
   ]);
+  console.log('  tier hit = the fetch alone (stats JSON tiers.X.latencyUs); open+rest = client p50 − tier hit p50 − memory client p50: name checks, decrypt,');
+  console.log(`  authenticate, allocations, copies, scheduling. +tunables = serve run with GLIBC_TUNABLES=${GLIBC_MALLOC_TUNABLES}`);
 }
 
 function printCopyTable(rows: readonly CopyRow[], bytes: number): void {
@@ -750,42 +830,45 @@ function printColdTables(c: ColdStart): void {
   const mb = (b: number): number => round(b / MiB, 1);
   if (c.floor) {
     printTable(`serve: cold start of \`${c.command}\` in py: what it needs (strace, after chroot)`, [
-      ['files opened/exec\'d', 'their MiB', 'chunks holding their data', 'image MiB', 'image chunks'],
+      ["files opened/exec'd", 'their MiB', 'chunks holding their data', 'image MiB', 'image chunks'],
       [c.floor.files, mb(c.floor.bytes), c.floor.dataChunks, mb(c.imageBytes), c.imageChunks],
     ]);
   }
   const floor = c.floor?.bytes ?? NaN;
-  const row = (name: string, s: ColdSummary): (string | number)[] => [
+  const med = (rs: readonly ColdRun[], f: (r: ColdRun) => number): number => medianOf(rs.map(f));
+  const row = (name: string, s: ColdSummary, rs: readonly ColdRun[]): (string | number)[] => [
     name,
     s.originChunks.median,
     s.originMiB.median,
     round((100 * s.originMiB.median * MiB) / c.imageBytes, 1),
     round((s.originMiB.median * MiB) / floor, 1),
     s.demandOriginChunks.median,
+    med(rs, (r) => r.serveStartS),
+    med(rs, (r) => r.fuseS + r.mountS),
     s.pythonS.median,
     s.pythonS.min,
     s.totalS.median,
   ];
-  printTable(`serve: cold start through nbdfuse + loop mount, fresh cache each run (medians of ${c.runs.length / 2} runs; trace ${c.traceChunks} chunks)`, [
-    ['', 'origin chunks', 'origin MiB', '% of image', '× files MiB', 'demand origin chunks', 'python s', 'min s', 'serve start→python exit s'],
-    row('no prefetch', c.noPrefetch),
-    row('--prefetch trace', c.withPrefetch),
+  const runs = c.runs.filter((r) => !r.prefetch && !r.glibcTunables).length;
+  printTable(`serve: cold start through nbdfuse + loop mount, fresh cache each run (medians of ${runs} runs; trace ${c.traceChunks} chunks)`, [
+    ['', 'origin chunks', 'origin MiB', '% of image', '× files MiB', 'demand origin chunks', 'serve up s', 'fuse+mount s', 'python s', 'min s', 'total s'],
+    row('no prefetch', c.noPrefetch, c.runs.filter((r) => !r.prefetch && !r.glibcTunables)),
+    row('--prefetch trace', c.withPrefetch, c.runs.filter((r) => r.prefetch)),
+    row('no prefetch +tunables', c.noPrefetchTunables, c.runs.filter((r) => r.glibcTunables)),
   ]);
   const warm = medianOf(c.runs.map((r) => r.warmPythonS));
-  console.log(`  python again on the same mount (page cache warm): ${warm} s; mount counted in "origin chunks" (superblock, group descriptors, journal)`);
+  console.log(`  total = serve spawned → python exited (node start, manifest, nbdfuse, mount, python); the mount's own reads are in "origin chunks"`);
+  console.log(`  python again on the same mount (page cache warm): ${warm} s`);
 }
 
 export function printServeTables(b: ServeBench): void {
   if (b.latency) {
     printLatencyTable(b.latency.rows);
-    const mem = b.latency.rows.find((r) => r.tier === 'memory');
-    console.log(`  per 512 KiB chunk in process: name check (BLAKE3) ${b.openChunkUs.nameCheck} µs, openChunk (name check + AES-256-CTR + keyed BLAKE3) ${b.openChunkUs.openChunk} µs`);
-    if (mem) {
-      for (const r of b.latency.rows.filter((x) => x.tier !== 'memory')) {
-        const rest = r.client.p50 - r.tierHit.p50 - mem.client.p50;
-        console.log(`  ${r.tier}: client p50 − tier hit p50 − memory client p50 = ${ms(rest)} ms (name check, decrypt, authenticate, copy, scheduling)`);
-      }
-    }
+    const o = b.openChunkUs;
+    console.log(
+      `  per 512 KiB chunk in process, median (fastest): name check (BLAKE3) ${o.nameCheck.median} (${o.nameCheck.min}) µs, ` +
+        `openChunk = name check + AES-256-CTR + keyed BLAKE3 ${o.openChunk.median} (${o.openChunk.min}) µs`,
+    );
   }
   if (b.copy) printCopyTable(b.copy.rows, b.image.bytes);
   if (b.cold) printColdTables(b.cold);

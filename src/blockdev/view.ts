@@ -14,7 +14,7 @@
  * in that order, at prefetch priority, behind every demand read.
  */
 import { setMaxListeners } from 'node:events';
-import { openChunk, type ChunkRef } from '../chunks/seal.js';
+import { openNamedChunk, type ChunkRef } from '../chunks/seal.js';
 import type { Salt } from '../chunks/salt.js';
 import { IntegrityError, InterruptedError, throwIfAborted } from '../errors.js';
 import { checkRange, type ByteSource } from '../ext4/byte-source.js';
@@ -378,7 +378,7 @@ export class ChunkView implements ByteSource {
     let plain: Buffer;
     try {
       const ct = await this.#fetcher.get(ref.id, { signal, priority: load.priority });
-      plain = openChunk(ct, ref, this.#salt);
+      plain = openNamedChunk(ct, ref, this.#salt); // the fetcher checked the name
     } catch (e) {
       if (e instanceof IntegrityError) throw new IntegrityError(`${where}: ${e.message}`, { cause: e });
       throw e;
