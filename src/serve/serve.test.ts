@@ -102,6 +102,25 @@ describe('serve end to end (corpus base image)', function () {
     assert.ok((await readFile(again)).equals(await readFile(image)), 'the published image changed');
   });
 
+  it('runs with glibc malloc tunables in a child that stops when the CLI process dies, even by SIGKILL', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const s = await serve(['--no-cache']);
+    const parent = s.child.pid!;
+    const kids = (await run('pgrep', ['-P', String(parent)], { allowFail: true })).stdout.trim().split('\n').filter((x) => x !== '');
+    assert.equal(kids.length, 1, `one serving child of ${parent}: ${kids.join(',')}`);
+    const environ = (await readFile(`/proc/${kids[0]}/environ`)).toString();
+    assert.match(environ, /GLIBC_TUNABLES=glibc\.malloc\.mmap_threshold=/);
+    const sock = new URL(s.info.uri).searchParams.get('socket')!;
+    assert.ok(existsSync(sock));
+    s.child.kill('SIGKILL');
+    let gone = false;
+    for (let i = 0; i < 300 && !gone; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      gone = !existsSync(`/proc/${kids[0]}`) && !existsSync(sock);
+    }
+    assert.ok(gone, 'the serving child stopped and removed its socket');
+  });
+
   it('nbdfuse + a read-only loop mount holds the tree umoci unpacks from the source image', async function () {
     requireTool(this, 'nbdfuse', 'fusermount3', 'umoci');
     requireRoot(this, 'loop mount of the FUSE file');
