@@ -272,6 +272,18 @@ describe('serve/nbd/server protocol', function () {
     assert.ok(h!.errors.some((e) => e.kind === 'protocol' && /WRITE/.test(e.reason)));
   });
 
+  it('drops a client that never finishes the handshake, and keeps serving others', async function () {
+    await serve({ '': { device: memoryDevice(data) } }, { handshakeTimeoutMs: 300 });
+    const idle = await RawNbdClient.connect(h!.address);
+    clients.push(idle);
+    await idle.readGreeting(); // ... and then says nothing
+    await idle.closed;
+    assert.ok(h!.errors.some((e) => e.kind === 'protocol' && /no handshake within 300 ms/.test(e.reason)), JSON.stringify(h!.errors));
+    const d = await client();
+    await new Promise((r) => setTimeout(r, 500)); // past the handshake limit: a connection in transmission stays
+    assert.deepEqual((await d.request({ type: Cmd.READ, offset: 0, length: 512 })).data, data.subarray(0, 512));
+  });
+
   it('survives a client that vanishes mid-read and keeps serving others', async function () {
     const gated = gatedDevice(memoryDevice(data));
     await serve({ '': { device: gated } });

@@ -74,6 +74,8 @@ export interface NbdServerOptions {
   readonly shutdownGraceMs?: number;
   /** Largest option data accepted in the handshake. @default 64 KiB */
   readonly maxOptionLength?: number;
+  /** A client that has not finished the handshake by then is disconnected (idle connections must not pile up). @default 30 s */
+  readonly handshakeTimeoutMs?: number;
   /** Failures worth logging (device errors, protocol violations). Must not throw. */
   readonly onError?: (event: NbdErrorEvent) => void;
   /** One call per answered request (for latency histograms). Must not throw. */
@@ -295,11 +297,18 @@ class Connection {
   }
 
   async run(): Promise<void> {
+    const limit = this.#options.handshakeTimeoutMs ?? 30_000;
+    const timer = setTimeout(() => {
+      this.#report({ kind: 'protocol', connection: this.#id, reason: `no handshake within ${limit} ms` });
+      this.#socket.destroy();
+    }, limit);
+    timer.unref();
     try {
       const outcome = await negotiate((b) => this.#send(b), this.#reader, {
         exports: this.#exports,
         ...(this.#options.maxOptionLength !== undefined ? { maxOptionLength: this.#options.maxOptionLength } : {}),
       });
+      clearTimeout(timer);
       switch (outcome.kind) {
         case 'transmission':
           this.#transmitting = true;
@@ -320,6 +329,8 @@ class Connection {
     } catch {
       // Nothing in here should throw; if it does, the connection is what fails.
       this.#socket.destroy();
+    } finally {
+      clearTimeout(timer);
     }
   }
 
