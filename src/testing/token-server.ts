@@ -83,6 +83,12 @@ export interface TokenPolicy {
   readonly lifetimeSeconds?: number;
   readonly expiresIn?: number;
   readonly untrusted?: boolean;
+  /**
+   * The next this many tokens grant nothing (an empty `access`, whatever the
+   * scope asked for): the registry answers them with 401
+   * `error="insufficient_scope"`.
+   */
+  readonly emptyTokens?: number;
 }
 
 const b64url = (b: Buffer | string): string => Buffer.from(b).toString('base64url');
@@ -141,6 +147,7 @@ export async function startTokenServer(dir: string, options: TokenServerOptions 
   );
   const [trusted, untrusted] = signers as [(typeof signers)[number], (typeof signers)[number]];
   let policy: TokenPolicy = {};
+  let emptyLeft = 0;
   const requests: TokenRequest[] = [];
   const tokens: string[] = [];
 
@@ -149,7 +156,9 @@ export async function startTokenServer(dir: string, options: TokenServerOptions 
     const lifetime = policy.lifetimeSeconds ?? options.lifetimeSeconds ?? 300;
     const { key, header: keyHeader } = policy.untrusted === true ? untrusted : trusted;
     const access = [];
-    for (const s of scopes) {
+    const empty = emptyLeft > 0;
+    if (empty) emptyLeft--;
+    for (const s of empty ? [] : scopes) {
       const p = parseScope(s);
       if (p === undefined) continue;
       const actions = account !== undefined ? p.actions : p.type === 'repository' && options.publicRepo?.(p.name) === true ? p.actions.filter((a) => a === 'pull') : [];
@@ -222,6 +231,7 @@ export async function startTokenServer(dir: string, options: TokenServerOptions 
     tokens,
     configure: (p) => {
       policy = p;
+      emptyLeft = p.emptyTokens ?? 0;
     },
     close: async () => {
       server.closeAllConnections();

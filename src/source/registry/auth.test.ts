@@ -103,6 +103,15 @@ describe('source/registry/auth', () => {
       scheme: 'bearer',
       realm: 'https://auth.docker.io/token',
       service: 'registry.docker.io',
+      scope: ['repository:library/alpine:pull'],
+    });
+    // distribution's answer to a token that lacks the access: several scopes are space-separated.
+    assert.deepEqual(parseChallenge('Bearer realm="https://t/token",service="s",scope="repository:a/b:pull repository:c:pull,push",error="insufficient_scope"'), {
+      scheme: 'bearer',
+      realm: 'https://t/token',
+      service: 's',
+      scope: ['repository:a/b:pull', 'repository:c:pull,push'],
+      error: 'insufficient_scope',
     });
     assert.deepEqual(parseChallenge('Basic realm="x"'), { scheme: 'basic' });
     assert.deepEqual(parseChallenge('Basic realm="a, b", Bearer realm="https://t/x"'), { scheme: 'bearer', realm: 'https://t/x' });

@@ -5,8 +5,11 @@
  * streamed with size and digest checked and a broken transfer resumed with
  * a Range request. Auth is whatever the ping's challenge asks for: none,
  * Basic, or Bearer tokens (fetched from the realm, cached until shortly
- * before they expire, fetched again on a 401). 5xx, 429 and network
+ * before they expire, fetched again on a 401; a 401 `insufficient_scope`
+ * adds the scope it names to the token request). 5xx, 429 and network
  * failures are retried with exponential backoff, honouring Retry-After.
+ * TLS trust comes from --cert-dir, else from a `HOST[:PORT]` directory under
+ * the certs.d roots the caller names (containers-certs.d(5)).
  *
  * Failures, by class (and so by CLI exit code): 401/403 from the registry or
  * the token server, an untrusted TLS certificate or refused handshake, an
@@ -16,7 +19,7 @@
  * never carry a password or token (URLs lose their query string).
  */
 import type { IncomingMessage } from 'node:http';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline, Readable } from 'node:stream';
 import { ChunkyardError, InputError, IntegrityError, InterruptedError, NotFoundError } from '../../errors.js';
@@ -32,6 +35,14 @@ export interface RegistryOptions {
   readonly tlsVerify?: boolean;
   /** A directory of `*.crt` CA certificates and an optional `*.cert`/`*.key` client pair (containers' certs.d layout). */
   readonly certDir?: string;
+  /**
+   * When `certDir` is not given: certs.d roots searched, in order, for a
+   * `HOST[:PORT]` directory named after the registry (the first that exists
+   * is used, as containers/image does). The library reads no fixed paths of
+   * its own: the CLI passes /etc/containers/certs.d, /etc/docker/certs.d and
+   * friends. @default []
+   */
+  readonly certDirRoots?: readonly string[];
   /** Where credentials come from (`--creds`, auth files, helpers). */
   readonly credentials?: CredentialOptions;
   /** Retries of one request on 5xx, 429 or a network failure. @default 4 */
@@ -62,7 +73,15 @@ const USER_AGENT = 'chunkyard';
 type Challenge =
   | { readonly scheme: 'none' }
   | { readonly scheme: 'basic' }
-  | { readonly scheme: 'bearer'; readonly realm: string; readonly service?: string };
+  | {
+      readonly scheme: 'bearer';
+      readonly realm: string;
+      readonly service?: string;
+      /** The scopes a 401 says the request needs (`scope="…"`, space-separated in the header). */
+      readonly scope?: readonly string[];
+      /** `error="…"` of a 401, e.g. `insufficient_scope` or `invalid_token`. */
+      readonly error?: string;
+    };
 
 /** Parses `WWW-Authenticate` (one or more challenges); Bearer is preferred over Basic. */
 export function parseChallenge(header: string | undefined): Challenge | undefined {
@@ -82,8 +101,15 @@ export function parseChallenge(header: string | undefined): Challenge | undefine
   }
   const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params['realm'] !== undefined);
   if (bearer !== undefined) {
-    const service = bearer.params['service'];
-    return { scheme: 'bearer', realm: bearer.params['realm'] as string, ...(service !== undefined ? { service } : {}) };
+    const { service, scope, error } = bearer.params;
+    const scopes = scope?.split(' ').filter((x) => x !== '');
+    return {
+      scheme: 'bearer',
+      realm: bearer.params['realm'] as string,
+      ...(service !== undefined ? { service } : {}),
+      ...(scopes !== undefined && scopes.length > 0 ? { scope: scopes } : {}),
+      ...(error !== undefined ? { error } : {}),
+    };
   }
   if (challenges.some((c) => c.scheme === 'basic')) return { scheme: 'basic' };
   return undefined;
@@ -148,23 +174,53 @@ export interface FetchedManifest {
 
 interface Token {
   readonly value: string;
+  /** The scopes it was asked for, joined: a token for fewer scopes is not reused once more are needed. */
+  readonly scopes: string;
   readonly expiresAt: number;
   /** When to fetch a new one: a little before expiry, so a token does not lapse between check and use. */
   readonly refreshAt: number;
 }
 
 /**
+ * The certs.d directory for `hostPort` (`host` or `host:port`, exactly as the
+ * image reference spells it): `ROOT/hostPort` under the first root where it
+ * exists. Roots that are missing or unreadable are skipped, as
+ * containers/image does (docker_client.go dockerCertDir).
+ */
+export async function findCertDir(roots: readonly string[], hostPort: string): Promise<string | undefined> {
+  for (const root of roots) {
+    const dir = path.join(root, hostPort);
+    try {
+      await stat(dir);
+      return dir;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EACCES' || code === 'EPERM') continue;
+      throw new InputError(`certificate directory ${dir}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  return undefined;
+}
+
+/** `SCHEME:NAME:ACTIONS` as in the token spec (NAME may hold colons: a host with a port). */
+const SCOPE_RE = /^[a-z0-9]+(?:\([a-z0-9]+\))?:[^\s]+:[a-z0-9_*,-]+$/i;
+/** At most this many extra scopes are asked for on behalf of a registry's challenges. */
+const MAX_EXTRA_SCOPES = 8;
+
+/**
  * Loads a certs.d-style directory as containers/image does: every `*.crt` is
  * a CA certificate added to the system roots; every `NAME.cert` is a client
  * certificate whose key is `NAME.key` (one without the other is refused).
+ * `label` starts the error messages (`--cert-dir`, or `certificate
+ * directory` for one found under the certs.d roots).
  */
-export async function readCertDir(dir: string): Promise<{ ca: string[]; cert: string[]; key: string[] }> {
+export async function readCertDir(dir: string, label = '--cert-dir'): Promise<{ ca: string[]; cert: string[]; key: string[] }> {
   let names: string[];
   try {
     names = await readdir(dir);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(`--cert-dir ${dir}: ${code === 'ENOENT' ? 'no such directory' : code === 'ENOTDIR' ? 'not a directory' : (e as Error).message}`, { cause: e });
+    throw new InputError(`${label} ${dir}: ${code === 'ENOENT' ? 'no such directory' : code === 'ENOTDIR' ? 'not a directory' : (e as Error).message}`, { cause: e });
   }
   const have = new Set(names);
   const ca: string[] = [];
@@ -174,7 +230,7 @@ export async function readCertDir(dir: string): Promise<{ ca: string[]; cert: st
     try {
       return await readFile(path.join(dir, n), 'utf8');
     } catch (e) {
-      throw new InputError(`--cert-dir ${dir}: cannot read ${n}: ${(e as Error).message}`, { cause: e });
+      throw new InputError(`${label} ${dir}: cannot read ${n}: ${(e as Error).message}`, { cause: e });
     }
   };
   for (const n of names.sort()) {
@@ -182,12 +238,12 @@ export async function readCertDir(dir: string): Promise<{ ca: string[]; cert: st
       ca.push(await read(n));
     } else if (n.endsWith('.cert')) {
       const k = `${n.slice(0, -'.cert'.length)}.key`;
-      if (!have.has(k)) throw new InputError(`--cert-dir ${dir}: client certificate ${n} has no key ${k} beside it`);
+      if (!have.has(k)) throw new InputError(`${label} ${dir}: client certificate ${n} has no key ${k} beside it`);
       cert.push(await read(n));
       key.push(await read(k));
     } else if (n.endsWith('.key')) {
       const c = `${n.slice(0, -'.key'.length)}.cert`;
-      if (!have.has(c)) throw new InputError(`--cert-dir ${dir}: key ${n} has no client certificate ${c} beside it`);
+      if (!have.has(c)) throw new InputError(`${label} ${dir}: key ${n} has no client certificate ${c} beside it`);
     }
   }
   return { ca, cert, key };
@@ -202,10 +258,14 @@ export class RegistryClient {
   #challenge: Challenge | undefined;
   #credentials: Promise<Credentials | undefined> | undefined;
   #token: Token | undefined;
-  /** The token request in flight, shared by concurrent requests (parallel layer downloads). */
-  #tokenFetch: Promise<Token> | undefined;
+  /** The token request in flight, shared by concurrent requests (parallel layer downloads) wanting the same scopes. */
+  #tokenFetch: { readonly scopes: string; readonly promise: Promise<Token> } | undefined;
   #ping: Promise<void> | undefined;
   #reauths = 0;
+  /** Scopes beyond our pull scope that the registry's insufficient_scope challenges asked for. */
+  readonly #extraScopes = new Set<string>();
+  /** The certs.d directory used (given or found), for the hint in a TLS error. */
+  #certDirUsed: string | undefined;
 
   constructor(name: DockerImageName, options: RegistryOptions = {}) {
     this.name = name;
@@ -232,7 +292,17 @@ export class RegistryClient {
 
   async #agentFor(): Promise<HttpAgent> {
     if (this.#agent !== undefined) return this.#agent;
-    const certs = this.#options.certDir !== undefined ? await readCertDir(this.#options.certDir) : {};
+    let certs = {};
+    if (this.#options.certDir !== undefined) {
+      certs = await readCertDir(this.#options.certDir);
+      this.#certDirUsed = this.#options.certDir;
+    } else {
+      const found = await findCertDir(this.#options.certDirRoots ?? [], this.name.apiHost);
+      if (found !== undefined) {
+        certs = await readCertDir(found, 'certificate directory');
+        this.#certDirUsed = found;
+      }
+    }
     this.#agent ??= new HttpAgent({ verify: this.#options.tlsVerify ?? true, ...certs }, this.#options.timeoutMs ?? 60_000);
     return this.#agent;
   }
@@ -289,13 +359,19 @@ export class RegistryClient {
   #tlsError(e: TlsError): InputError {
     const host = this.name.apiHost;
     const reason = (e.cause as Error | undefined)?.message ?? e.message;
+    const roots = this.#options.certDirRoots ?? [];
+    // Where to suggest a file goes: a plain `certs.d` root (the user's or /etc/containers') over the rootful/rootless ones.
+    const root = roots.find((r) => path.basename(r) === 'certs.d') ?? roots[0];
+    const used = this.#certDirUsed !== undefined ? ` (certificates from ${this.#certDirUsed})` : '';
     if (e.kind === 'certificate') {
+      const where = root !== undefined ? ` or as ${path.join(root, host, 'ca.crt')}` : '';
       return new InputError(
-        `${this.#what}: the TLS certificate of ${host} is not trusted (${e.tlsCode}: ${reason}); give its CA certificate with --cert-dir DIR (as DIR/NAME.crt), or skip verification with --tls-verify=false`,
+        `${this.#what}: the TLS certificate of ${host} is not trusted (${e.tlsCode}: ${reason})${used}; give its CA certificate with --cert-dir DIR (as DIR/NAME.crt)${where}, or skip verification with --tls-verify=false`,
         { cause: e },
       );
     }
-    return new InputError(`${this.#what}: ${host} refused the TLS handshake (${e.tlsCode}); if it wants a client certificate, put NAME.cert and NAME.key in the --cert-dir directory`, { cause: e });
+    const where = this.#certDirUsed !== undefined ? ` (certificates were read from ${this.#certDirUsed})` : root !== undefined ? ` or in ${path.join(root, host)}` : '';
+    return new InputError(`${this.#what}: ${host} refused the TLS handshake (${e.tlsCode}); if it wants a client certificate, put NAME.cert and NAME.key in the --cert-dir directory${where}`, { cause: e });
   }
 
   #send(method: 'GET' | 'HEAD' | 'POST', url: URL, headers: Record<string, string>, signal: AbortSignal | undefined, body?: string): Promise<IncomingMessage> {
@@ -344,25 +420,32 @@ export class RegistryClient {
     return { header: `Bearer ${token.value}`, token };
   }
 
+  #scopes(): string[] {
+    return [`repository:${this.name.path}:pull`, ...this.#extraScopes];
+  }
+
   #bearer(c: Challenge & { scheme: 'bearer' }, creds: Credentials | undefined, signal: AbortSignal | undefined): Promise<Token> {
+    const scopes = this.#scopes();
+    const key = scopes.join(' ');
     const t = this.#token;
-    if (t !== undefined && Date.now() < t.refreshAt) return Promise.resolve(t);
-    this.#tokenFetch ??= this.#fetchToken(c, creds, signal).then(
+    if (t !== undefined && t.scopes === key && Date.now() < t.refreshAt) return Promise.resolve(t);
+    if (this.#tokenFetch !== undefined && this.#tokenFetch.scopes === key) return this.#tokenFetch.promise;
+    const promise = this.#fetchToken(c, creds, scopes, signal).then(
       (fresh) => {
-        this.#tokenFetch = undefined;
+        if (this.#tokenFetch?.promise === promise) this.#tokenFetch = undefined;
         this.#token = fresh;
         return fresh;
       },
       (e: unknown) => {
-        this.#tokenFetch = undefined;
+        if (this.#tokenFetch?.promise === promise) this.#tokenFetch = undefined;
         throw e;
       },
     );
-    return this.#tokenFetch;
+    this.#tokenFetch = { scopes: key, promise };
+    return promise;
   }
 
-  async #fetchToken(c: Challenge & { scheme: 'bearer' }, creds: Credentials | undefined, signal: AbortSignal | undefined): Promise<Token> {
-    const scope = `repository:${this.name.path}:pull`;
+  async #fetchToken(c: Challenge & { scheme: 'bearer' }, creds: Credentials | undefined, scopes: readonly string[], signal: AbortSignal | undefined): Promise<Token> {
     let realm: URL;
     try {
       realm = new URL(c.realm);
@@ -371,7 +454,8 @@ export class RegistryClient {
     }
     let res: IncomingMessage;
     if (creds?.kind === 'identity-token') {
-      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: creds.token, scope, client_id: USER_AGENT });
+      // OAuth2 form: one `scope` parameter, space-separated.
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: creds.token, scope: scopes.join(' '), client_id: USER_AGENT });
       if (c.service !== undefined) form.set('service', c.service);
       res = await this.#withRetries(
         () => this.#send('POST', realm, { 'content-type': 'application/x-www-form-urlencoded' }, signal, form.toString()),
@@ -381,7 +465,8 @@ export class RegistryClient {
     } else {
       const url = new URL(realm);
       if (c.service !== undefined) url.searchParams.set('service', c.service);
-      url.searchParams.set('scope', scope);
+      // Docker's token GET: one `scope` parameter per scope.
+      for (const sc of scopes) url.searchParams.append('scope', sc);
       const headers: Record<string, string> = {};
       if (creds?.kind === 'basic') {
         url.searchParams.set('account', creds.username);
@@ -412,7 +497,7 @@ export class RegistryClient {
     // Measured from our clock when the issuer's is unknown or ahead of ours.
     const start = Number.isNaN(issued) || issued > Date.now() ? Date.now() : issued;
     const expiresAt = start + expiresIn * 1000;
-    return { value, expiresAt, refreshAt: expiresAt - Math.min(10_000, (expiresIn * 1000) / 5) };
+    return { value, scopes: scopes.join(' '), expiresAt, refreshAt: expiresAt - Math.min(10_000, (expiresIn * 1000) / 5) };
   }
 
   #authError(status: number, creds: Credentials | undefined, who: string): InputError {
@@ -425,8 +510,23 @@ export class RegistryClient {
   }
 
   /**
+   * Takes note of the scopes an `insufficient_scope` challenge names, so the
+   * next token is asked for them too. Only well-formed scopes, and only a
+   * few: a registry cannot make us ask its token server for an unbounded list.
+   */
+  #addChallengedScopes(c: Challenge & { scheme: 'bearer' }): void {
+    if (c.error !== 'insufficient_scope') return;
+    for (const sc of c.scope ?? []) {
+      if (this.#extraScopes.size >= MAX_EXTRA_SCOPES) break;
+      if (SCOPE_RE.test(sc) && sc !== `repository:${this.name.path}:pull`) this.#extraScopes.add(sc);
+    }
+  }
+
+  /**
    * GET `/v2/<name>/<kind>/<ref>` with auth, retries and one re-authentication
-   * on 401 (a token that expired mid-pull, or a scope the token lacks).
+   * on 401: a token that expired mid-pull, or one that lacks a scope (the
+   * challenge's `error="insufficient_scope", scope="…"`: the next token is
+   * asked for that scope as well). A second 401 is the auth error.
    */
   async #get(pathPart: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<IncomingMessage> {
     await this.ping(signal);
@@ -438,7 +538,10 @@ export class RegistryClient {
       if (status === 401 && reauth === 0 && this.#challenge?.scheme === 'bearer') {
         // The token expired (or lacks the scope): fetch another, unless a concurrent request already did.
         const fresh = parseChallenge(res.headers['www-authenticate']);
-        if (fresh !== undefined && fresh.scheme === 'bearer') this.#challenge = fresh;
+        if (fresh !== undefined && fresh.scheme === 'bearer') {
+          this.#challenge = fresh;
+          this.#addChallengedScopes(fresh);
+        }
         if (this.#token === auth.token) this.#token = undefined;
         this.#reauths++;
         res.resume();

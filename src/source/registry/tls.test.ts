@@ -2,7 +2,8 @@
  * HTTPS registries: Debian's docker-registry serving a certificate from a
  * test CA (made with openssl), once with client certificates required.
  * `--cert-dir` (containers' certs.d layout), `--tls-verify=false`, and the
- * errors without them, through the CLI.
+ * errors without them, through the CLI; certs.d roots searched for a
+ * `HOST:PORT` directory when --cert-dir is not given (test roots only).
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -16,7 +17,9 @@ import { sha256File } from '../../testing/streams.js';
 import { tarOf } from '../../testing/tar-writer.js';
 import { makeTestPki, type TestPki } from '../../testing/test-pki.js';
 import { requireTool, run, type TmpDir, tmpDir } from '../../testing/tools.js';
-import { readCertDir } from './client.js';
+import { buildToFile } from '../../build/build.js';
+import { parseImageReference } from '../transports.js';
+import { findCertDir, readCertDir, type RegistryOptions } from './client.js';
 
 describe('docker:// over HTTPS (test CA, --cert-dir, --tls-verify)', function () {
   this.timeout(300_000);
@@ -74,6 +77,8 @@ describe('docker:// over HTTPS (test CA, --cert-dir, --tls-verify)', function ()
     assert.equal(r.code, 3, r.stderr);
     assert.equal(r.stderr.trim().split('\n').length, 1);
     assert.match(r.stderr, /the TLS certificate of 127\.0\.0\.1:\d+ is not trusted \(UNABLE_TO_VERIFY_LEAF_SIGNATURE: .*\); give its CA certificate with --cert-dir/);
+    // The CLI searches the default certs.d roots (none has this host) and names where the CA could go.
+    assert.ok(r.stderr.includes(` or as /etc/containers/certs.d/${(reg as RegistryServer).host}/ca.crt,`), r.stderr);
   });
 
   it('--tls-verify=false: builds without checking the certificate', async function () {
@@ -116,5 +121,60 @@ describe('docker:// over HTTPS (test CA, --cert-dir, --tls-verify)', function ()
     assert.deepEqual(await readCertDir(d), { ca: ['CA-A', 'CA-B'], cert: ['CERT-X'], key: ['KEY-X'] });
     await writeFile(path.join(d, 'y.key'), 'KEY-Y');
     await assert.rejects(readCertDir(d), (e: Error) => e instanceof InputError && /key y\.key has no client certificate y\.cert/.test(e.message));
+  });
+
+  /** A certs.d root under the test dir with `HOST/` holding `files` (source → name). */
+  const certsRoot = async (name: string, host: string, files: readonly (readonly [string, string])[]): Promise<string> => {
+    const root = out(name);
+    await mkdir(path.join(root, host), { recursive: true });
+    for (const [from, to] of files) await copyFile(from, path.join(root, host, to));
+    return root;
+  };
+  const buildWith = async (host: string, registry: RegistryOptions, name: string): Promise<string> => {
+    const src = await parseImageReference(`docker://${host}/tls/img:1`).open({ registry: { retryBaseMs: 10, ...registry } });
+    try {
+      await buildToFile(src, out(name));
+    } finally {
+      await src.close();
+    }
+    return sha256File(out(name));
+  };
+
+  it('without --cert-dir: a CA in ROOT/HOST:PORT/ca.crt under a certs.d root is used (the first root having HOST:PORT wins)', async function () {
+    const host = (reg as RegistryServer).host;
+    const empty = out('roots-none');
+    await mkdir(empty);
+    const root = await certsRoot('roots-ca', host, [[pki.caCert, 'ca.crt']]);
+    assert.equal(await buildWith(host, { certDirRoots: [empty, out('roots-missing'), root] }, 'roots.ext4'), await sha256File(want));
+    assert.equal(await findCertDir([empty, root], host), path.join(root, host));
+    assert.equal(await findCertDir([empty], host), undefined);
+    // Another host's directory does not count; an earlier root with an empty HOST:PORT/ shadows the CA (no merging).
+    const other = await certsRoot('roots-other', '127.0.0.1:1', [[pki.caCert, 'ca.crt']]);
+    await assert.rejects(buildWith(host, { certDirRoots: [other] }, 'x.ext4'), (e: Error) => e instanceof InputError && /is not trusted/.test(e.message));
+    const shadow = await certsRoot('roots-shadow', host, []);
+    await assert.rejects(buildWith(host, { certDirRoots: [shadow, root] }, 'x.ext4'), (e: Error) => {
+      return e instanceof InputError && e.message.includes(`is not trusted`) && e.message.includes(`(certificates from ${path.join(shadow, host)})`) && e.message.includes(`or as ${path.join(shadow, host, 'ca.crt')}`);
+    });
+  });
+
+  it('a client pair under a certs.d root answers a registry requiring client certificates', async function () {
+    const host = (mtls as RegistryServer).host;
+    const root = await certsRoot('roots-client', host, [[pki.caCert, 'ca.crt'], [pki.clientCert, 'client.cert'], [pki.clientKey, 'client.key']]);
+    assert.equal(await buildWith(host, { certDirRoots: [root] }, 'roots-mtls.ext4'), await sha256File(want));
+    const bad = await certsRoot('roots-unpaired', host, [[pki.caCert, 'ca.crt'], [pki.clientCert, 'client.cert']]);
+    await assert.rejects(buildWith(host, { certDirRoots: [bad] }, 'x.ext4'), (e: Error) => {
+      return e instanceof InputError && e.message === `certificate directory ${path.join(bad, host)}: client certificate client.cert has no key client.key beside it`;
+    });
+  });
+
+  it('--cert-dir given wins over the certs.d roots', async function () {
+    const host = (reg as RegistryServer).host;
+    // The roots would fail (an unpaired certificate) or succeed (the CA); --cert-dir decides either way.
+    const broken = await certsRoot('roots-broken', host, [[pki.clientCert, 'me.cert']]);
+    assert.equal(await buildWith(host, { certDir: dirs.ca, certDirRoots: [broken] }, 'wins.ext4'), await sha256File(want));
+    const good = await certsRoot('roots-good', host, [[pki.caCert, 'ca.crt']]);
+    const none = out('certs-empty');
+    await mkdir(none);
+    await assert.rejects(buildWith(host, { certDir: none, certDirRoots: [good] }, 'x.ext4'), (e: Error) => e instanceof InputError && /is not trusted/.test(e.message));
   });
 });

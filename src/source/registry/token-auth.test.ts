@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
 import { InputError } from '../../errors.js';
 import { buildToFile } from '../../build/build.js';
@@ -14,7 +15,7 @@ import { drain, sha256File } from '../../testing/streams.js';
 import { type RegistryServer, requireRegistry, startRegistry } from '../../testing/registry-server.js';
 import { startTokenServer, type TokenServer } from '../../testing/token-server.js';
 import { requireCorpus, requireTool, run, type TmpDir, tmpDir } from '../../testing/tools.js';
-import type { RegistryOptions } from './client.js';
+import { parseChallenge, type RegistryOptions } from './client.js';
 import { parseImageReference } from '../transports.js';
 
 const USER = 'alice';
@@ -145,5 +146,49 @@ describe('docker:// with token auth (a real registry trusting a test token serve
       await src.close();
     }
     assert.ok(t().tokens.length >= before + 2);
+  });
+
+  it("the registry's answer to a token lacking the scope is a 401 insufficient_scope challenge naming the scope", async function () {
+    t().configure({ emptyTokens: 1 });
+    const realm = new URL(t().realm);
+    realm.searchParams.set('service', t().service);
+    realm.searchParams.set('scope', 'repository:private/base:pull');
+    const basic = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`;
+    const get = (url: string, auth: string): Promise<{ status: number; header: string | undefined; body: string }> =>
+      new Promise((resolve, reject) => {
+        http
+          .get(url, { headers: { authorization: auth, accept: 'application/vnd.oci.image.manifest.v1+json' } }, (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, header: res.headers['www-authenticate'], body: Buffer.concat(chunks).toString('utf8') }));
+          })
+          .on('error', reject);
+      });
+    const token = (JSON.parse((await get(realm.href, basic)).body) as { token: string }).token;
+    const res = await get(`http://${host()}/v2/private/base/manifests/1`, `Bearer ${token}`);
+    assert.equal(res.status, 401);
+    assert.deepEqual(parseChallenge(res.header), { scheme: 'bearer', realm: t().realm, service: t().service, scope: ['repository:private/base:pull'], error: 'insufficient_scope' });
+  });
+
+  it('on 401 insufficient_scope fetches a token for the scope and retries once', async function () {
+    t().configure({ emptyTokens: 1 });
+    const before = t().requests.length;
+    const out = path.join((tmp as TmpDir).path, 'scope.ext4');
+    const r = await runCli(['build', `docker://${host()}/private/base:1`, '-o', out, '--creds', `${USER}:${PASSWORD}`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await sha256File(out), await sha256File(baseImage));
+    const asked = t().requests.slice(before);
+    assert.equal(asked.length, 2, JSON.stringify(asked));
+    assert.ok(asked.every((q) => q.scopes.includes('repository:private/base:pull')));
+  });
+
+  it('a second insufficient_scope is the usual one-line auth error (exit 3), after exactly one retry', async function () {
+    t().configure({ emptyTokens: 1000 });
+    const before = t().requests.length;
+    const r = await runCli(['build', `docker://${host()}/private/base:1`, '-o', path.join((tmp as TmpDir).path, 'x.ext4'), '--creds', `${USER}:${PASSWORD}`]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.match(r.stderr, /refused user "alice" \(HTTP 401\): wrong credentials, or no pull access to private\/base/);
+    assert.equal(t().requests.length - before, 2, 'one token, then one more for the retry');
   });
 });
