@@ -22,8 +22,31 @@ export interface BlockDevice {
   write?(offset: number, data: Buffer, signal?: AbortSignal): Promise<void>;
   /** Makes every write resolved so far durable (as far as the device can). */
   flush?(): Promise<void>;
+  /**
+   * Optional: which parts of `[offset, offset + length)` are known to read as
+   * zeros, without reading them. Runs cover the range exactly, in order,
+   * with adjacent runs of the same kind merged; `zero: false` means "data,
+   * or not known". Must be cheap (no chunk fetches): the NBD server answers
+   * BLOCK_STATUS and sends READ holes from it, so clients can skip holes.
+   */
+  extents?(offset: number, length: number, signal?: AbortSignal): Promise<Extent[]>;
   /** Releases the device's resources; no call may follow. */
   close(): Promise<void>;
+}
+
+/** One run of a device's extents (see BlockDevice.extents). */
+export interface Extent {
+  readonly length: number;
+  /** True: reads as all zeros (a hole). False: data, or unknown. */
+  readonly zero: boolean;
+}
+
+/** Appends a run to `runs`, merging it into the last one when it is of the same kind; empty runs are dropped. */
+export function pushExtent(runs: Extent[], length: number, zero: boolean): void {
+  if (length <= 0) return;
+  const last = runs[runs.length - 1];
+  if (last !== undefined && last.zero === zero) runs[runs.length - 1] = { length: last.length + length, zero };
+  else runs.push({ length, zero });
 }
 
 /** A device that accepts writes. */

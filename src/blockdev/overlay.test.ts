@@ -183,4 +183,50 @@ describe('blockdev/overlay', function () {
     assert.equal((await baseFile.read(9990, 10)).equals(Buffer.alloc(10, 7)), true, 'base changed');
     await baseFile.close();
   });
+
+  it('extents: written blocks are data, the rest defers to the base (data throughout when the base cannot tell)', async function () {
+    const B = OVERLAY_BLOCK_SIZE;
+    const bytes = Buffer.alloc(16 * B, 9);
+    const holeyBase: BlockDevice = {
+      size: bytes.length,
+      readOnly: true,
+      read: async (o, l) => Buffer.from(bytes.subarray(o, o + l)),
+      // Blocks 4–11 read as zeros.
+      extents: async (o, l) => {
+        const out: { length: number; zero: boolean }[] = [];
+        const push = (len: number, zero: boolean): void => {
+          if (len > 0) out.push({ length: len, zero });
+        };
+        const hs = Math.max(o, 4 * B);
+        const he = Math.min(o + l, 12 * B);
+        if (he <= hs) push(l, false);
+        else {
+          push(hs - o, false);
+          push(he - hs, true);
+          push(o + l - he, false);
+        }
+        return out;
+      },
+      close: async () => {},
+    };
+    const ov = await cowOverlay(holeyBase, { dir: tmp.path });
+    await ov.write(6 * B + 100, Buffer.alloc(10, 1)); // dirties block 6
+    assert.deepEqual(await ov.extents(0, 16 * B), [
+      { length: 4 * B, zero: false },
+      { length: 2 * B, zero: true },
+      { length: B, zero: false },
+      { length: 5 * B, zero: true },
+      { length: 4 * B, zero: false },
+    ]);
+    assert.deepEqual(await ov.extents(5 * B + 1, B), [
+      { length: B - 1, zero: true },
+      { length: 1, zero: false },
+    ]);
+    await assert.rejects(ov.extents(0, 16 * B + 1), RangeError);
+    await ov.close();
+    const { extents: _unused, ...noExtents } = holeyBase;
+    const plain = await cowOverlay(noExtents, { dir: tmp.path });
+    assert.deepEqual(await plain.extents(B, 8 * B), [{ length: 8 * B, zero: false }]);
+    await plain.close();
+  });
 });

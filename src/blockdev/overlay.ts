@@ -25,8 +25,8 @@ import { open, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { StoreError, throwIfAborted } from '../errors.js';
-import { checkRange, readFully, writeFully } from './device.js';
-import type { BlockDevice, WritableBlockDevice } from './device.js';
+import { checkRange, pushExtent, readFully, writeFully } from './device.js';
+import type { BlockDevice, Extent, WritableBlockDevice } from './device.js';
 import { RangeLock } from './range-lock.js';
 
 /** Granularity of the dirty bitmap: a page, and ext4's usual block size. */
@@ -42,6 +42,8 @@ export interface CowOverlay extends WritableBlockDevice {
   readonly scratchPath: string;
   /** Bytes of the device currently served from the scratch file. */
   readonly dirtyBytes: number;
+  /** Always present on the overlay (see Overlay.extents). */
+  extents(offset: number, length: number, signal?: AbortSignal): Promise<Extent[]>;
 }
 
 export async function cowOverlay(base: BlockDevice, options: CowOverlayOptions): Promise<CowOverlay> {
@@ -99,6 +101,31 @@ class Overlay implements CowOverlay {
       checkRange(this.size, offset, data.length, 'the copy-on-write overlay');
       if (data.length === 0) return Promise.resolve();
       return this.#locked(offset, data.length, 'exclusive', signal, () => this.#writeBlocks(offset, data, signal));
+    });
+  }
+
+  /**
+   * Written blocks are data; the rest is whatever the base says (data
+   * throughout when the base cannot tell). Taken under a shared lock, so
+   * it reflects every write that completed before the call.
+   */
+  extents(offset: number, length: number, signal?: AbortSignal): Promise<Extent[]> {
+    return this.#track(() => {
+      checkRange(this.size, offset, length, 'the copy-on-write overlay');
+      if (length === 0) return Promise.resolve([]);
+      return this.#locked(offset, length, 'shared', signal, async () => {
+        const out: Extent[] = [];
+        for (const r of this.#runs(offset, length)) {
+          if (r.dirty || this.#base.extents === undefined) {
+            pushExtent(out, r.to - r.from, false);
+            continue;
+          }
+          const base = await this.#base.extents(r.from, r.to - r.from, signal);
+          if (base.reduce((n, e) => n + e.length, 0) !== r.to - r.from) throw new StoreError(`base device mapped the wrong number of bytes for ${r.to - r.from} bytes at ${r.from}`);
+          for (const e of base) pushExtent(out, e.length, e.zero);
+        }
+        return out;
+      });
     });
   }
 
@@ -165,17 +192,7 @@ class Overlay implements CowOverlay {
 
   /** The current bytes of a range (caller holds its lock): runs of dirty blocks from scratch, the rest from the base. */
   async #readCurrent(offset: number, length: number, signal: AbortSignal | undefined): Promise<Buffer> {
-    const end = offset + length;
-    const runs: Array<{ from: number; to: number; dirty: boolean }> = [];
-    let pos = offset;
-    while (pos < end) {
-      let block = Math.floor(pos / OVERLAY_BLOCK_SIZE);
-      const dirty = this.#isDirty(block);
-      while ((block + 1) * OVERLAY_BLOCK_SIZE < end && this.#isDirty(block + 1) === dirty) block++;
-      const to = Math.min(end, (block + 1) * OVERLAY_BLOCK_SIZE);
-      runs.push({ from: pos, to, dirty });
-      pos = to;
-    }
+    const runs = this.#runs(offset, length);
     if (runs.length === 1 && !runs[0]!.dirty) return this.#base.read(offset, length, signal); // the common case: untouched
     const out = Buffer.allocUnsafe(length);
     await Promise.all(
@@ -190,6 +207,22 @@ class Overlay implements CowOverlay {
       }),
     );
     return out;
+  }
+
+  /** `[offset, offset + length)` split into maximal runs of dirty and clean blocks. */
+  #runs(offset: number, length: number): Array<{ from: number; to: number; dirty: boolean }> {
+    const end = offset + length;
+    const runs: Array<{ from: number; to: number; dirty: boolean }> = [];
+    let pos = offset;
+    while (pos < end) {
+      let block = Math.floor(pos / OVERLAY_BLOCK_SIZE);
+      const dirty = this.#isDirty(block);
+      while ((block + 1) * OVERLAY_BLOCK_SIZE < end && this.#isDirty(block + 1) === dirty) block++;
+      const to = Math.min(end, (block + 1) * OVERLAY_BLOCK_SIZE);
+      runs.push({ from: pos, to, dirty });
+      pos = to;
+    }
+    return runs;
   }
 
   /** Writes whole blocks to scratch (filling partial edges from the current contents), then marks them dirty. */

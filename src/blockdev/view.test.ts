@@ -143,6 +143,31 @@ describe('blockdev/view: ChunkView', function () {
     await view.close();
   });
 
+  it('maps holes and data from the chunk table without a fetch (extents)', async () => {
+    const view = viewOf('random');
+    const before = rndStore.requestCounts().get;
+    assert.deepEqual(await view.extents(0, RANDOM_SIZE), [
+      { length: CHUNK, zero: true },
+      { length: 3 * CHUNK, zero: false },
+      { length: 2 * CHUNK, zero: true },
+      { length: 3 * CHUNK, zero: false },
+      { length: CHUNK, zero: true },
+      { length: 3 * CHUNK, zero: false },
+      { length: CHUNK, zero: true },
+      { length: 2 * CHUNK + 3 * 4096, zero: false },
+    ]);
+    assert.deepEqual(await view.extents(4 * CHUNK + 10, 20), [{ length: 20, zero: true }]);
+    assert.deepEqual(await view.extents(3 * CHUNK + 5, CHUNK), [
+      { length: CHUNK - 5, zero: false },
+      { length: 5, zero: true },
+    ]);
+    assert.deepEqual(await view.extents(7, 0), []);
+    await assert.rejects(view.extents(RANDOM_SIZE - 1, 2), RangeError);
+    assert.equal(rndStore.requestCounts().get, before);
+    assert.equal(view.fetchedChunks, 0);
+    await view.close();
+  });
+
   it('refuses ranges outside the image and reads over 32 MiB (RangeError)', async () => {
     const view = viewOf('image');
     await assert.rejects(view.read(img.plain.length - 10, 11), RangeError);

@@ -24,6 +24,7 @@ import { forEachBounded } from '../store/pool.js';
 import type { ReadPathMetrics } from '../cache/metrics.js';
 import { SingleFlight } from '../cache/single-flight.js';
 import type { Priority, TieredFetcher } from '../cache/tiered.js';
+import { pushExtent, type Extent } from './device.js';
 import { chunkTableDigest, readTraceFile, writeTraceFile, type TraceIdentity } from './trace.js';
 
 /** The largest single read (the NBD server caps requests at this too). */
@@ -212,6 +213,27 @@ export class ChunkView implements ByteSource {
     } finally {
       unlink?.();
     }
+  }
+
+  /**
+   * Holes and data in `[offset, offset + length)` from the chunk table alone
+   * (no fetch): a hole chunk (all zeros when published) is `zero: true`,
+   * a stored chunk data, adjacent runs merged. RangeError outside the image.
+   */
+  async extents(offset: number, length: number, signal?: AbortSignal): Promise<Extent[]> {
+    if (this.#closed) throw new Error(`Cannot map ${this.name}: the view is closed`);
+    checkRange(this, offset, length);
+    throwIfAborted(signal);
+    const runs: Extent[] = [];
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const index = Math.floor(pos / this.chunkSize);
+      const to = Math.min(end, (index + 1) * this.chunkSize);
+      pushExtent(runs, to - pos, this.#chunks[index] === null);
+      pos = to;
+    }
+    return runs;
   }
 
   /** Stops prefetches, forgets the decrypted chunks. The fetcher (shared) stays open. */

@@ -1,13 +1,15 @@
 /**
  * A tiny raw NBD client for protocol tests: it sends exactly the bytes a test
- * asks for (including wrong ones) and decodes what comes back. Simple
- * replies only. Test-only code.
+ * asks for (including wrong ones) and decodes what comes back: simple
+ * replies, and structured reply chunks once a test negotiated them.
+ * Test-only code.
  */
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import {
   ClientFlag,
   Cmd,
+  decodeChunkHeader,
   decodeOptionReplyHeader,
   decodeSimpleReply,
   encodeInfoRequest,
@@ -21,6 +23,8 @@ import {
   Rep,
   SIMPLE_REPLY_HEADER_SIZE,
   SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_HEADER_SIZE,
+  STRUCTURED_REPLY_MAGIC,
 } from '../serve/nbd/protocol.js';
 import type { NbdAddress } from '../serve/nbd/server.js';
 import { SocketReader } from '../serve/nbd/socket-reader.js';
@@ -37,6 +41,17 @@ export interface SimpleReply {
   /** Payload of a successful READ. */
   readonly data?: Buffer;
 }
+
+/** One structured reply chunk, raw. */
+export interface ReplyChunk {
+  readonly flags: number;
+  readonly type: number;
+  readonly cookie: bigint;
+  readonly payload: Buffer;
+}
+
+/** The next message on the wire, whichever kind it is. */
+export type ReplyMessage = ({ readonly kind: 'simple' } & SimpleReply) | ({ readonly kind: 'chunk' } & ReplyChunk);
 
 export interface RequestSpec {
   readonly type: number;
@@ -152,12 +167,42 @@ export class RawNbdClient {
   }
 
   async reply(): Promise<SimpleReply> {
-    const h = decodeSimpleReply(await this.reader.read(SIMPLE_REPLY_HEADER_SIZE));
-    if (h.magic !== SIMPLE_REPLY_MAGIC) throw new Error(`bad reply magic 0x${h.magic.toString(16)}`);
-    const len = this.#reads.get(h.cookie);
-    this.#reads.delete(h.cookie);
-    if (h.error === 0 && len !== undefined) return { error: 0, cookie: h.cookie, data: await this.reader.read(len) };
-    return { error: h.error, cookie: h.cookie };
+    const m = await this.message();
+    if (m.kind !== 'simple') throw new Error(`structured chunk (type ${m.type}) where a simple reply was expected`);
+    const { kind: _, ...r } = m;
+    return r;
+  }
+
+  /** The next simple reply or structured chunk (told apart by its magic). */
+  async message(): Promise<ReplyMessage> {
+    const magic = (await this.reader.read(4)).readUInt32BE(0);
+    if (magic === SIMPLE_REPLY_MAGIC) {
+      const h = decodeSimpleReply(Buffer.concat([Buffer.alloc(4), await this.reader.read(SIMPLE_REPLY_HEADER_SIZE - 4)]));
+      const len = this.#reads.get(h.cookie);
+      this.#reads.delete(h.cookie);
+      if (h.error === 0 && len !== undefined) return { kind: 'simple', error: 0, cookie: h.cookie, data: await this.reader.read(len) };
+      return { kind: 'simple', error: h.error, cookie: h.cookie };
+    }
+    if (magic === STRUCTURED_REPLY_MAGIC) {
+      const h = decodeChunkHeader(Buffer.concat([Buffer.alloc(4), await this.reader.read(STRUCTURED_REPLY_HEADER_SIZE - 4)]));
+      return { kind: 'chunk', flags: h.flags, type: h.type, cookie: h.cookie, payload: await this.reader.read(h.length) };
+    }
+    throw new Error(`bad reply magic 0x${magic.toString(16)}`);
+  }
+
+  /** One request, then every chunk of its structured reply up to the one flagged DONE (sequential tests). */
+  async structured(req: RequestSpec): Promise<ReplyChunk[]> {
+    const cookie = this.send(req);
+    this.#reads.delete(cookie);
+    const out: ReplyChunk[] = [];
+    for (;;) {
+      const m = await this.message();
+      if (m.kind !== 'chunk') throw new Error(`simple reply (error ${m.error}) where a structured reply was expected`);
+      if (m.cookie !== cookie) throw new Error(`chunk for cookie ${m.cookie} while waiting for ${cookie}`);
+      const { kind: _, ...c } = m;
+      out.push(c);
+      if ((c.flags & 1) !== 0) return out;
+    }
   }
 
   /** One request, then its reply (for sequential tests). */

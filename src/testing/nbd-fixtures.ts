@@ -2,8 +2,8 @@
  * Devices and a server harness for NBD tests. Test-only code.
  */
 import path from 'node:path';
-import { checkRange } from '../blockdev/device.js';
-import type { BlockDevice } from '../blockdev/device.js';
+import { checkRange, pushExtent } from '../blockdev/device.js';
+import type { BlockDevice, Extent } from '../blockdev/device.js';
 import { NbdServer } from '../serve/nbd/server.js';
 import type { NbdAddress, NbdErrorEvent, NbdExport, NbdListen, NbdServerOptions } from '../serve/nbd/server.js';
 import { tmpDir } from './tools.js';
@@ -30,6 +30,62 @@ export function memoryDevice(bytes: Buffer, options: { writable?: boolean } = {}
     },
     flush: async () => {},
   });
+}
+
+export interface HoleyDevice extends BlockDevice {
+  /** read() calls so far. */
+  reads: number;
+  /** Bytes returned by read() so far. */
+  bytesRead: number;
+  /** extents() calls so far. */
+  extentCalls: number;
+}
+
+/**
+ * A read-only in-memory device with declared holes: `data` with every hole
+ * zeroed, and (unless `extents: false`) an `extents` that reports the holes
+ * as zero runs. Counts reads and bytes read, so tests can see holes skipped.
+ */
+export function holeyDevice(data: Buffer, holes: ReadonlyArray<{ readonly offset: number; readonly length: number }>, options: { extents?: boolean } = {}): HoleyDevice {
+  const bytes = Buffer.from(data);
+  const sorted = [...holes].sort((a, b) => a.offset - b.offset);
+  for (const h of sorted) {
+    checkRange(bytes.length, h.offset, h.length, 'the holey device');
+    bytes.fill(0, h.offset, h.offset + h.length);
+  }
+  const dev: HoleyDevice = {
+    reads: 0,
+    bytesRead: 0,
+    extentCalls: 0,
+    size: bytes.length,
+    readOnly: true,
+    async read(offset: number, length: number) {
+      checkRange(bytes.length, offset, length);
+      dev.reads++;
+      dev.bytesRead += length;
+      return Buffer.from(bytes.subarray(offset, offset + length));
+    },
+    close: async () => {},
+  };
+  if (options.extents === false) return dev;
+  dev.extents = async (offset: number, length: number): Promise<Extent[]> => {
+    checkRange(bytes.length, offset, length);
+    dev.extentCalls++;
+    const end = offset + length;
+    const out: Extent[] = [];
+    let pos = offset;
+    for (const h of sorted) {
+      const from = Math.max(pos, h.offset);
+      const to = Math.min(end, h.offset + h.length);
+      if (to <= from) continue;
+      pushExtent(out, from - pos, false);
+      pushExtent(out, to - from, true);
+      pos = to;
+    }
+    pushExtent(out, end - pos, false);
+    return out;
+  };
+  return dev;
 }
 
 /**

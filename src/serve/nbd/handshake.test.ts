@@ -3,7 +3,7 @@ import { RawNbdClient } from '../../testing/nbd-client.js';
 import { memoryDevice, startServer } from '../../testing/nbd-fixtures.js';
 import type { ServerHarness } from '../../testing/nbd-fixtures.js';
 import { advertisedBlockSizes } from './handshake.js';
-import { ClientFlag, Cmd, encodeInfoRequest, encodeOption, Info, Opt, Rep, TxFlag } from './protocol.js';
+import { ClientFlag, Cmd, encodeInfoRequest, encodeMetaContextRequest, encodeOption, Info, Opt, Rep, TxFlag } from './protocol.js';
 
 const pattern = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + 3) & 0xff));
 
@@ -46,10 +46,8 @@ describe('serve/nbd/handshake', function () {
     await c.start();
     for (const [opt, data] of [
       [999, Buffer.alloc(100, 0xee)],
-      [Opt.STRUCTURED_REPLY, Buffer.alloc(0)],
       [Opt.STARTTLS, Buffer.alloc(0)],
-      [Opt.LIST_META_CONTEXT, Buffer.alloc(12)],
-      [Opt.SET_META_CONTEXT, Buffer.alloc(12)],
+      [Opt.EXTENDED_HEADERS, Buffer.alloc(0)],
       [Opt.PEEK_EXPORT, Buffer.alloc(0)],
     ] as const) {
       const r = await c.option(opt, data);
@@ -59,6 +57,66 @@ describe('serve/nbd/handshake', function () {
     }
     const info = await c.info('go', '');
     assert.equal(info.size, 1 << 20);
+  });
+
+  it('acknowledges STRUCTURED_REPLY once; refuses it with data or a second time (ERR_INVALID)', async function () {
+    const c = await connect();
+    await c.start();
+    const withData = await c.option(Opt.STRUCTURED_REPLY, Buffer.alloc(4));
+    assert.deepEqual(withData.map((r) => r.type), [Rep.ERR_INVALID]);
+    const first = await c.option(Opt.STRUCTURED_REPLY);
+    assert.deepEqual(first.map((r) => [r.option, r.type, r.data.length]), [[Opt.STRUCTURED_REPLY, Rep.ACK, 0]]);
+    const again = await c.option(Opt.STRUCTURED_REPLY);
+    assert.deepEqual(again.map((r) => r.type), [Rep.ERR_INVALID]);
+    assert.match(again[0]!.data.toString('utf8'), /already/);
+    // And after SET_META_CONTEXT too; the session goes on.
+    assert.equal((await c.option(Opt.SET_META_CONTEXT, encodeMetaContextRequest('', ['base:allocation']))).at(-1)!.type, Rep.ACK);
+    assert.equal((await c.option(Opt.STRUCTURED_REPLY)).at(-1)!.type, Rep.ERR_INVALID);
+    assert.equal((await c.info('go', '')).size, 1 << 20);
+  });
+
+  it('LIST/SET_META_CONTEXT need STRUCTURED_REPLY first (ERR_INVALID)', async function () {
+    const c = await connect();
+    await c.start();
+    for (const opt of [Opt.LIST_META_CONTEXT, Opt.SET_META_CONTEXT]) {
+      const r = await c.option(opt, encodeMetaContextRequest('', ['base:allocation']));
+      assert.deepEqual(r.map((x) => x.type), [Rep.ERR_INVALID]);
+      assert.match(r[0]!.data.toString('utf8'), /STRUCTURED_REPLY/);
+    }
+  });
+
+  it('LIST_META_CONTEXT offers base:allocation (id 0) for no query, "base:" and its name; nothing for other namespaces', async function () {
+    const c = await connect();
+    await c.start();
+    await c.option(Opt.STRUCTURED_REPLY);
+    const ctx = (id: number, name: string): string => Buffer.concat([Buffer.from([id >>> 24, (id >>> 16) & 255, (id >>> 8) & 255, id & 255]), Buffer.from(name)]).toString('hex');
+    for (const queries of [[], ['base:'], ['base:allocation'], ['qemu:dirty-bitmap:x', 'base:allocation']]) {
+      const r = await c.option(Opt.LIST_META_CONTEXT, encodeMetaContextRequest('disk', queries));
+      assert.deepEqual(r.map((x) => x.type), [Rep.META_CONTEXT, Rep.ACK], JSON.stringify(queries));
+      assert.equal(r[0]!.data.toString('hex'), ctx(0, 'base:allocation'));
+    }
+    for (const queries of [['qemu:allocation-depth'], ['x-foo:bar'], ['base:nothing']]) {
+      const r = await c.option(Opt.LIST_META_CONTEXT, encodeMetaContextRequest('', queries));
+      assert.deepEqual(r.map((x) => x.type), [Rep.ACK], JSON.stringify(queries));
+    }
+    assert.deepEqual((await c.option(Opt.LIST_META_CONTEXT, encodeMetaContextRequest('nope', []))).map((x) => x.type), [Rep.ERR_UNKNOWN]);
+    assert.deepEqual((await c.option(Opt.LIST_META_CONTEXT, Buffer.alloc(12))).map((x) => x.type), [Rep.ERR_INVALID]);
+    assert.deepEqual((await c.option(Opt.LIST_META_CONTEXT, Buffer.concat([encodeMetaContextRequest('', ['base:allocation']), Buffer.alloc(1)]))).map((x) => x.type), [Rep.ERR_INVALID]);
+  });
+
+  it('SET_META_CONTEXT selects base:allocation by exact name with a non-zero id, and nothing else', async function () {
+    const c = await connect();
+    await c.start();
+    await c.option(Opt.STRUCTURED_REPLY);
+    const set = await c.option(Opt.SET_META_CONTEXT, encodeMetaContextRequest('', ['x-foo:bar', 'base:allocation']));
+    assert.deepEqual(set.map((x) => x.type), [Rep.META_CONTEXT, Rep.ACK]);
+    assert.equal(set[0]!.data.readUInt32BE(0), 1);
+    assert.equal(set[0]!.data.toString('utf8', 4), 'base:allocation');
+    for (const queries of [[], ['base:'], ['qemu:dirty-bitmap:x']]) {
+      const r = await c.option(Opt.SET_META_CONTEXT, encodeMetaContextRequest('', queries));
+      assert.deepEqual(r.map((x) => x.type), [Rep.ACK], JSON.stringify(queries));
+    }
+    assert.deepEqual((await c.option(Opt.SET_META_CONTEXT, encodeMetaContextRequest('nope', ['base:allocation']))).map((x) => x.type), [Rep.ERR_UNKNOWN]);
   });
 
   it('LISTs every export with its description, and rejects LIST with data', async function () {

@@ -1,11 +1,12 @@
 /**
  * The fixed-newstyle NBD handshake, server side: greeting, client flags,
  * then the option loop until the client picks an export (EXPORT_NAME or GO),
- * aborts, or misbehaves. Baseline options only (EXPORT_NAME, GO, INFO, LIST,
- * ABORT); everything else — STRUCTURED_REPLY, STARTTLS, meta contexts,
- * unknown numbers — gets ERR_UNSUP after its data is consumed, and every
- * client we care about falls back to simple replies
- * (shared/reference/nbd.md §2, §7).
+ * aborts, or misbehaves. Options: EXPORT_NAME, GO, INFO, LIST, ABORT,
+ * STRUCTURED_REPLY, and LIST/SET_META_CONTEXT for `base:allocation` only
+ * (both only after STRUCTURED_REPLY, as the spec asks); everything else —
+ * STARTTLS, extended headers, unknown numbers — gets ERR_UNSUP after its data
+ * is consumed (shared/reference/nbd.md §2, §7). Clients that never ask for
+ * structured replies (the kernel, nbd-client) see the same server as before.
  *
  * Protocol violations are not exceptions: they end the session with an
  * outcome the server reports and then closes on.
@@ -14,13 +15,16 @@ import type { SocketReader } from './socket-reader.js';
 import { SocketClosedError } from './socket-reader.js';
 import {
   ClientFlag,
+  BASE_ALLOCATION,
   decodeInfoRequest,
+  decodeMetaContextRequest,
   decodeOptionHeader,
   encodeExportNameReply,
   encodeGreeting,
   encodeInfoBlockSize,
   encodeInfoExport,
   encodeInfoText,
+  encodeMetaContextReply,
   encodeOptionReply,
   encodeServerEntry,
   HandshakeFlag,
@@ -49,9 +53,17 @@ export interface HandshakeOptions {
   readonly maxOptionLength?: number;
 }
 
+/** What the client negotiated for transmission. */
+export interface Negotiated {
+  /** STRUCTURED_REPLY was acknowledged: READ replies must be structured. */
+  readonly structuredReplies: boolean;
+  /** The id of the `base:allocation` context when SET_META_CONTEXT selected it for this export, else null (BLOCK_STATUS is then invalid). */
+  readonly allocationContext: number | null;
+}
+
 export type HandshakeOutcome =
   /** The client chose `name`; transmission starts with the next byte. */
-  | { readonly kind: 'transmission'; readonly name: string; readonly export: HandshakeExport }
+  | { readonly kind: 'transmission'; readonly name: string; readonly export: HandshakeExport; readonly negotiated: Negotiated }
   /** The client sent ABORT (acknowledged): close quietly. */
   | { readonly kind: 'aborted' }
   /** The client went away during the handshake. */
@@ -60,6 +72,8 @@ export type HandshakeOutcome =
   | { readonly kind: 'rejected'; readonly reason: string };
 
 export const DEFAULT_MAX_OPTION_LENGTH = 64 * 1024;
+/** The id SET_META_CONTEXT gives `base:allocation` (any u32 would do; LIST answers use 0 as the spec asks). */
+export const ALLOCATION_CONTEXT_ID = 1;
 export const DEFAULT_PREFERRED_BLOCK_SIZE = 512 * 1024;
 
 /** Limits from the spec: strings are at most 4096 bytes. */
@@ -100,6 +114,13 @@ async function run(send: (b: Buffer) => void, reader: SocketReader, options: Han
   if ((clientFlags & ~known) !== 0) return { kind: 'rejected', reason: `unknown client flags 0x${clientFlags.toString(16)}` };
   // A client without C_FIXED_NEWSTYLE is treated as fixed anyway (the spec allows it).
   const noZeroes = (clientFlags & ClientFlag.NO_ZEROES) !== 0;
+  let structuredReplies = false;
+  /** The export SET_META_CONTEXT last selected `base:allocation` for; contexts only count for that export. */
+  let allocationFor: string | undefined;
+  const negotiated = (name: string): Negotiated => ({
+    structuredReplies,
+    allocationContext: allocationFor === name ? ALLOCATION_CONTEXT_ID : null,
+  });
 
   for (;;) {
     const h = decodeOptionHeader(await reader.read(OPTION_HEADER_SIZE));
@@ -121,7 +142,7 @@ async function run(send: (b: Buffer) => void, reader: SocketReader, options: Han
         // EXPORT_NAME has no error reply: an unknown name can only be answered by closing.
         if (exp === undefined) return { kind: 'rejected', reason: `unknown export ${JSON.stringify(truncate(name))} (EXPORT_NAME)` };
         send(encodeExportNameReply(exp.size, exp.flags, noZeroes));
-        return { kind: 'transmission', name, export: exp };
+        return { kind: 'transmission', name, export: exp, negotiated: negotiated(name) };
       }
       case Opt.ABORT:
         reply(Rep.ACK);
@@ -156,14 +177,55 @@ async function run(send: (b: Buffer) => void, reader: SocketReader, options: Han
           reply(Rep.INFO, encodeInfoText(Info.DESCRIPTION, truncate(exp.description)));
         }
         reply(Rep.ACK);
-        if (h.option === Opt.GO) return { kind: 'transmission', name: req.name, export: exp };
+        if (h.option === Opt.GO) return { kind: 'transmission', name: req.name, export: exp, negotiated: negotiated(req.name) };
+        break;
+      }
+      case Opt.STRUCTURED_REPLY:
+        if (data.length !== 0) {
+          error(Rep.ERR_INVALID, 'STRUCTURED_REPLY takes no data');
+          break;
+        }
+        // Once on, it stays on: a repeat (also after SET_META_CONTEXT, which needs it) is invalid.
+        if (structuredReplies) {
+          error(Rep.ERR_INVALID, 'structured replies are already negotiated');
+          break;
+        }
+        structuredReplies = true;
+        reply(Rep.ACK);
+        break;
+      case Opt.LIST_META_CONTEXT:
+      case Opt.SET_META_CONTEXT: {
+        const set = h.option === Opt.SET_META_CONTEXT;
+        // SET replaces the selection whatever happens next, so a failed SET leaves none.
+        if (set) allocationFor = undefined;
+        if (!structuredReplies) {
+          error(Rep.ERR_INVALID, `${set ? 'SET' : 'LIST'}_META_CONTEXT needs STRUCTURED_REPLY first`);
+          break;
+        }
+        const req = decodeMetaContextRequest(data);
+        if (!req.ok) {
+          error(Rep.ERR_INVALID, req.problem);
+          break;
+        }
+        if (options.exports.get(req.name) === undefined) {
+          error(Rep.ERR_UNKNOWN, `unknown export ${JSON.stringify(truncate(req.name))}`);
+          break;
+        }
+        // LIST: no query means every context, and a bare namespace ("base:") every context in it.
+        // SET selects by exact name only. Other namespaces have no contexts here.
+        const matches = req.queries.some((q) => q === BASE_ALLOCATION || (!set && q === 'base:')) || (!set && req.queries.length === 0);
+        if (matches) {
+          if (set) allocationFor = req.name;
+          reply(Rep.META_CONTEXT, encodeMetaContextReply(set ? ALLOCATION_CONTEXT_ID : 0, BASE_ALLOCATION));
+        }
+        reply(Rep.ACK);
         break;
       }
       case Opt.STARTTLS:
         error(Rep.ERR_UNSUP, 'TLS is not supported');
         break;
       default:
-        // STRUCTURED_REPLY, meta contexts, extended headers, PEEK_EXPORT, anything new.
+        // Extended headers, PEEK_EXPORT, anything new.
         error(Rep.ERR_UNSUP, `option ${h.option} is not supported`);
         break;
     }

@@ -86,6 +86,8 @@ export const TxFlag = {
 // --- transmission --------------------------------------------------------------
 
 export const REQUEST_MAGIC = 0x25609513;
+export const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+export const STRUCTURED_REPLY_HEADER_SIZE = 20;
 export const SIMPLE_REPLY_MAGIC = 0x67446698;
 export const REQUEST_HEADER_SIZE = 28;
 export const SIMPLE_REPLY_HEADER_SIZE = 16;
@@ -309,4 +311,142 @@ export interface SimpleReplyHeader {
 
 export function decodeSimpleReply(b: Buffer): SimpleReplyHeader {
   return { magic: b.readUInt32BE(0), error: b.readUInt32BE(4), cookie: b.readBigUInt64BE(8) };
+}
+
+// --- structured replies and metadata contexts (reference §7) ----------------------
+
+/** Structured reply chunk flags. */
+export const ReplyFlag = {
+  DONE: 1 << 0,
+} as const;
+
+/** Structured reply chunk types. */
+export const ReplyType = {
+  NONE: 0,
+  OFFSET_DATA: 1,
+  OFFSET_HOLE: 2,
+  BLOCK_STATUS: 5,
+  ERROR: (1 << 15) + 1,
+  ERROR_OFFSET: (1 << 15) + 2,
+} as const;
+
+/** The one metadata context the spec defines (and the only one served). */
+export const BASE_ALLOCATION = 'base:allocation';
+
+/** `base:allocation` status flags of a block status descriptor. */
+export const State = {
+  HOLE: 1 << 0,
+  ZERO: 1 << 1,
+} as const;
+
+/** The header of one structured reply chunk; `payloadLength` bytes follow it. */
+export function encodeChunkHeader(flags: number, type: number, cookie: bigint, payloadLength: number): Buffer {
+  const b = Buffer.alloc(STRUCTURED_REPLY_HEADER_SIZE);
+  b.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
+  b.writeUInt16BE(flags, 4);
+  b.writeUInt16BE(type, 6);
+  b.writeBigUInt64BE(cookie, 8);
+  b.writeUInt32BE(payloadLength, 16);
+  return b;
+}
+
+export interface ChunkHeader {
+  readonly magic: number;
+  readonly flags: number;
+  readonly type: number;
+  readonly cookie: bigint;
+  readonly length: number;
+}
+
+export function decodeChunkHeader(b: Buffer): ChunkHeader {
+  return { magic: b.readUInt32BE(0), flags: b.readUInt16BE(4), type: b.readUInt16BE(6), cookie: b.readBigUInt64BE(8), length: b.readUInt32BE(16) };
+}
+
+/** OFFSET_DATA: header and the 8-byte offset; the data itself follows as its own buffer (not copied). */
+export function encodeDataChunkHead(flags: number, cookie: bigint, offset: number, dataLength: number): Buffer {
+  const b = Buffer.alloc(STRUCTURED_REPLY_HEADER_SIZE + 8);
+  encodeChunkHeader(flags, ReplyType.OFFSET_DATA, cookie, 8 + dataLength).copy(b, 0);
+  b.writeBigUInt64BE(BigInt(offset), STRUCTURED_REPLY_HEADER_SIZE);
+  return b;
+}
+
+/** OFFSET_HOLE: `length` (≥ 1) bytes from `offset` read as zeros. */
+export function encodeHoleChunk(flags: number, cookie: bigint, offset: number, length: number): Buffer {
+  const b = Buffer.alloc(STRUCTURED_REPLY_HEADER_SIZE + 12);
+  encodeChunkHeader(flags, ReplyType.OFFSET_HOLE, cookie, 12).copy(b, 0);
+  b.writeBigUInt64BE(BigInt(offset), STRUCTURED_REPLY_HEADER_SIZE);
+  b.writeUInt32BE(length, STRUCTURED_REPLY_HEADER_SIZE + 8);
+  return b;
+}
+
+/** An ERROR chunk (or ERROR_OFFSET when `offset` is given) with a human-readable message (cut to 4096 bytes). */
+export function encodeErrorChunk(flags: number, cookie: bigint, error: number, message: string, offset?: number): Buffer {
+  let msg = Buffer.from(message, 'utf8');
+  if (msg.length > 4096) msg = msg.subarray(0, 4096);
+  const extra = offset === undefined ? 0 : 8;
+  const payload = Buffer.alloc(6 + msg.length + extra);
+  payload.writeUInt32BE(error, 0);
+  payload.writeUInt16BE(msg.length, 4);
+  msg.copy(payload, 6);
+  if (offset !== undefined) payload.writeBigUInt64BE(BigInt(offset), 6 + msg.length);
+  return Buffer.concat([encodeChunkHeader(flags, offset === undefined ? ReplyType.ERROR : ReplyType.ERROR_OFFSET, cookie, payload.length), payload]);
+}
+
+/** A BLOCK_STATUS chunk for one context: u32 context id, then (u32 length, u32 flags) per descriptor. */
+export function encodeBlockStatusChunk(flags: number, cookie: bigint, contextId: number, descriptors: readonly { readonly length: number; readonly flags: number }[]): Buffer {
+  const payload = Buffer.alloc(4 + 8 * descriptors.length);
+  payload.writeUInt32BE(contextId, 0);
+  descriptors.forEach((d, i) => {
+    payload.writeUInt32BE(d.length, 4 + 8 * i);
+    payload.writeUInt32BE(d.flags, 8 + 8 * i);
+  });
+  return Buffer.concat([encodeChunkHeader(flags, ReplyType.BLOCK_STATUS, cookie, payload.length), payload]);
+}
+
+/** Payload of NBD_REP_META_CONTEXT: u32 context id, then the name. */
+export function encodeMetaContextReply(id: number, name: string): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(id, 0);
+  return Buffer.concat([b, Buffer.from(name, 'utf8')]);
+}
+
+/** Data of LIST/SET_META_CONTEXT: u32 name length, name, u32 query count, each query as u32 length + string. */
+export function encodeMetaContextRequest(name: string, queries: readonly string[]): Buffer {
+  const parts: Buffer[] = [];
+  const u32 = (n: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n, 0);
+    return b;
+  };
+  const n = Buffer.from(name, 'utf8');
+  parts.push(u32(n.length), n, u32(queries.length));
+  for (const q of queries) {
+    const qb = Buffer.from(q, 'utf8');
+    parts.push(u32(qb.length), qb);
+  }
+  return Buffer.concat(parts);
+}
+
+export type MetaContextRequest =
+  | { readonly ok: true; readonly name: string; readonly queries: readonly string[] }
+  | { readonly ok: false; readonly problem: string };
+
+/** Parses LIST/SET_META_CONTEXT option data; lengths must add up exactly. */
+export function decodeMetaContextRequest(data: Buffer): MetaContextRequest {
+  if (data.length < 8) return { ok: false, problem: `option data is ${data.length} bytes, at least 8 needed` };
+  const nameLen = data.readUInt32BE(0);
+  if (nameLen > data.length - 8) return { ok: false, problem: `export name length ${nameLen} exceeds the option data` };
+  const name = data.toString('utf8', 4, 4 + nameLen);
+  const count = data.readUInt32BE(4 + nameLen);
+  const queries: string[] = [];
+  let pos = 8 + nameLen;
+  for (let i = 0; i < count; i++) {
+    if (pos + 4 > data.length) return { ok: false, problem: `query ${i} of ${count} lies past the end of the option data` };
+    const len = data.readUInt32BE(pos);
+    if (len > data.length - pos - 4) return { ok: false, problem: `query ${i} length ${len} exceeds the option data` };
+    queries.push(data.toString('utf8', pos + 4, pos + 4 + len));
+    pos += 4 + len;
+  }
+  if (pos !== data.length) return { ok: false, problem: `${data.length - pos} bytes left over after ${count} queries` };
+  return { ok: true, name, queries };
 }

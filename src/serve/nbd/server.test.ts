@@ -9,11 +9,12 @@ import { fileBlockDevice } from '../../blockdev/device.js';
 import type { BlockDevice } from '../../blockdev/device.js';
 import { cowOverlay } from '../../blockdev/overlay.js';
 import { RawNbdClient } from '../../testing/nbd-client.js';
-import { failingDevice, gatedDevice, memoryDevice, reversingDevice, startServer } from '../../testing/nbd-fixtures.js';
+import type { ReplyChunk } from '../../testing/nbd-client.js';
+import { failingDevice, gatedDevice, holeyDevice, memoryDevice, reversingDevice, startServer } from '../../testing/nbd-fixtures.js';
 import type { ServerHarness } from '../../testing/nbd-fixtures.js';
 import { requireRoot, requireTool, run, skipWith, tmpDir, withLoopMount } from '../../testing/tools.js';
 import type { TmpDir } from '../../testing/tools.js';
-import { Cmd, CmdFlag, Err, MAX_PAYLOAD } from './protocol.js';
+import { BASE_ALLOCATION, Cmd, CmdFlag, encodeMetaContextRequest, Err, MAX_PAYLOAD, Opt, Rep, ReplyFlag, ReplyType, State } from './protocol.js';
 import { NbdServer } from './server.js';
 import type { NbdRequestEvent } from './server.js';
 import { nbdUri } from './uri.js';
@@ -489,6 +490,185 @@ describe('serve/nbd/server protocol', function () {
       assert.deepEqual((await c.request({ type: Cmd.READ, offset: 7, length: 9 })).data, data.subarray(7, 16));
       c.destroy();
       await s.close();
+    });
+  });
+});
+
+describe('serve/nbd/server structured replies and base:allocation', function () {
+  const CHUNK = 64 * 1024;
+  const SIZE = 16 * CHUNK;
+  /** Holes: chunk 0, chunks 4–5, and a 4 KiB hole inside chunk 9. */
+  const HOLES = [
+    { offset: 0, length: CHUNK },
+    { offset: 4 * CHUNK, length: 2 * CHUNK },
+    { offset: 9 * CHUNK + 8192, length: 4096 },
+  ];
+  const data = randomBytes(SIZE);
+  let h: ServerHarness | undefined;
+  const clients: RawNbdClient[] = [];
+  afterEach(async function () {
+    for (const c of clients.splice(0)) c.destroy();
+    await h?.close();
+    h = undefined;
+  });
+
+  /** GO after STRUCTURED_REPLY and (unless `context` is false) SET_META_CONTEXT base:allocation. */
+  async function sr(device: BlockDevice, context = true): Promise<RawNbdClient> {
+    h ??= await startServer({ '': { device } });
+    const c = await RawNbdClient.connect(h.address);
+    clients.push(c);
+    await c.start();
+    assert.equal((await c.option(Opt.STRUCTURED_REPLY)).at(-1)!.type, Rep.ACK);
+    if (context) assert.equal((await c.option(Opt.SET_META_CONTEXT, encodeMetaContextRequest('', [BASE_ALLOCATION]))).at(-1)!.type, Rep.ACK);
+    await c.info('go', '');
+    return c;
+  }
+  const u64 = (b: Buffer, at: number): number => Number(b.readBigUInt64BE(at));
+
+  it('answers READ with OFFSET_DATA and OFFSET_HOLE chunks, DONE on the last, the cookie echoed; holes are not read', async function () {
+    const dev = holeyDevice(data, HOLES);
+    const c = await sr(dev);
+    const chunks = await c.structured({ type: Cmd.READ, offset: 3 * CHUNK + 100, length: 3 * CHUNK, cookie: 0xdeadbeefn });
+    assert.deepEqual(
+      chunks.map((x) => [x.type, x.flags, x.cookie]),
+      [
+        [ReplyType.OFFSET_DATA, 0, 0xdeadbeefn],
+        [ReplyType.OFFSET_HOLE, 0, 0xdeadbeefn],
+        [ReplyType.OFFSET_DATA, ReplyFlag.DONE, 0xdeadbeefn],
+      ],
+    );
+    const [d1, hole, d2] = chunks as [ReplyChunk, ReplyChunk, ReplyChunk];
+    assert.equal(u64(d1.payload, 0), 3 * CHUNK + 100);
+    assert.ok(d1.payload.subarray(8).equals(data.subarray(3 * CHUNK + 100, 4 * CHUNK)));
+    assert.equal(hole.payload.length, 12);
+    assert.equal(u64(hole.payload, 0), 4 * CHUNK);
+    assert.equal(hole.payload.readUInt32BE(8), 2 * CHUNK);
+    assert.equal(u64(d2.payload, 0), 6 * CHUNK);
+    assert.ok(d2.payload.subarray(8).equals(data.subarray(6 * CHUNK, 6 * CHUNK + 100)));
+    assert.equal(dev.bytesRead, CHUNK - 100 + 100);
+    // All data: one chunk, DONE; a device without extents always sends data.
+    const one = await c.structured({ type: Cmd.READ, offset: CHUNK, length: 4096 });
+    assert.deepEqual(one.map((x) => [x.type, x.flags, x.payload.length]), [[ReplyType.OFFSET_DATA, ReplyFlag.DONE, 8 + 4096]]);
+    const zero = await c.structured({ type: Cmd.READ, offset: 5, length: 0 });
+    assert.deepEqual(zero.map((x) => [x.type, x.flags, x.payload.length]), [[ReplyType.NONE, ReplyFlag.DONE, 0]]);
+  });
+
+  it('without extents, a structured READ is one OFFSET_DATA chunk with the zeros in it', async function () {
+    const c = await sr(holeyDevice(data, HOLES, { extents: false }));
+    const chunks = await c.structured({ type: Cmd.READ, offset: 0, length: 2 * CHUNK });
+    assert.deepEqual(chunks.map((x) => [x.type, x.flags]), [[ReplyType.OFFSET_DATA, ReplyFlag.DONE]]);
+    assert.ok(chunks[0]!.payload.subarray(8, 8 + CHUNK).equals(Buffer.alloc(CHUNK)));
+    assert.ok(chunks[0]!.payload.subarray(8 + CHUNK).equals(data.subarray(CHUNK, 2 * CHUNK)));
+  });
+
+  it('BLOCK_STATUS reports hole runs as HOLE|ZERO and data as 0 with the context id; REQ_ONE gives one descriptor', async function () {
+    const c = await sr(holeyDevice(data, HOLES));
+    const decode = (chunks: ReplyChunk[]): { id: number; d: number[][] } => {
+      assert.equal(chunks.length, 1);
+      const x = chunks[0]!;
+      assert.equal(x.type, ReplyType.BLOCK_STATUS);
+      assert.equal(x.flags, ReplyFlag.DONE);
+      const d: number[][] = [];
+      for (let at = 4; at < x.payload.length; at += 8) d.push([x.payload.readUInt32BE(at), x.payload.readUInt32BE(at + 4)]);
+      return { id: x.payload.readUInt32BE(0), d };
+    };
+    const all = decode(await c.structured({ type: Cmd.BLOCK_STATUS, offset: 0, length: SIZE }));
+    assert.equal(all.id, 1);
+    const HZ = State.HOLE | State.ZERO;
+    assert.deepEqual(all.d, [
+      [CHUNK, HZ],
+      [3 * CHUNK, 0],
+      [2 * CHUNK, HZ],
+      [3 * CHUNK + 8192, 0],
+      [4096, HZ],
+      [SIZE - (9 * CHUNK + 8192 + 4096), 0],
+    ]);
+    const one = decode(await c.structured({ type: Cmd.BLOCK_STATUS, offset: 512, length: 8 * CHUNK, flags: CmdFlag.REQ_ONE }));
+    assert.deepEqual(one.d, [[CHUNK - 512, HZ]]);
+    const mid = decode(await c.structured({ type: Cmd.BLOCK_STATUS, offset: 4 * CHUNK + 1, length: 100 }));
+    assert.deepEqual(mid.d, [[100, HZ]]);
+    // Out of range: an ERROR chunk.
+    const bad = await c.structured({ type: Cmd.BLOCK_STATUS, offset: SIZE - 1, length: 2 });
+    assert.deepEqual(bad.map((x) => [x.type, x.flags, x.payload.readUInt32BE(0)]), [[ReplyType.ERROR, ReplyFlag.DONE, Err.EINVAL]]);
+  });
+
+  it('BLOCK_STATUS on a device without extents reports data throughout', async function () {
+    const c = await sr(holeyDevice(data, HOLES, { extents: false }));
+    const [x] = await c.structured({ type: Cmd.BLOCK_STATUS, offset: 0, length: SIZE });
+    assert.equal(x!.payload.length, 12);
+    assert.deepEqual([x!.payload.readUInt32BE(4), x!.payload.readUInt32BE(8)], [SIZE, 0]);
+  });
+
+  it('BLOCK_STATUS without a meta context is EINVAL (an ERROR chunk with a message); other commands keep simple replies', async function () {
+    const c = await sr(holeyDevice(data, HOLES), false);
+    const chunks = await c.structured({ type: Cmd.BLOCK_STATUS, offset: 0, length: 4096 });
+    assert.deepEqual(chunks.map((x) => [x.type, x.flags, x.payload.readUInt32BE(0)]), [[ReplyType.ERROR, ReplyFlag.DONE, Err.EINVAL]]);
+    const msgLen = chunks[0]!.payload.readUInt16BE(4);
+    assert.equal(chunks[0]!.payload.length, 6 + msgLen);
+    assert.match(chunks[0]!.payload.toString('utf8', 6), /base:allocation/);
+    assert.equal((await c.request({ type: Cmd.FLUSH, offset: 0, length: 0 })).error, 0);
+    assert.equal((await c.request({ type: Cmd.WRITE, offset: 0, length: 4, data: Buffer.alloc(4) })).error, Err.EPERM);
+    // A READ with a bad flag is still answered structured.
+    const df = await c.structured({ type: Cmd.READ, offset: 0, length: 512, flags: CmdFlag.DF });
+    assert.deepEqual(df.map((x) => [x.type, x.payload.readUInt32BE(0)]), [[ReplyType.ERROR, Err.EINVAL]]);
+  });
+
+  it('a device read error becomes a structured ERROR chunk with a message, reported through onError', async function () {
+    const c = await sr(failingDevice(SIZE));
+    const chunks = await c.structured({ type: Cmd.READ, offset: 4096, length: 512, cookie: 77n });
+    assert.deepEqual(chunks.map((x) => [x.type, x.flags, x.cookie, x.payload.readUInt32BE(0)]), [[ReplyType.ERROR, ReplyFlag.DONE, 77n, Err.EIO]]);
+    assert.match(chunks[0]!.payload.toString('utf8', 6, 6 + chunks[0]!.payload.readUInt16BE(4)), /read of 512 bytes at offset 4096/);
+    assert.equal(h!.errors.length, 1);
+    assert.equal(h!.errors[0]!.kind, 'device');
+    h!.errors.length = 0;
+  });
+
+  describe('with real clients', function () {
+    let tmp: TmpDir;
+    before(async function () {
+      tmp = await tmpDir('nbd-holes');
+    });
+    after(async function () {
+      await tmp.cleanup();
+    });
+
+    it('nbdinfo --map shows the holes at the right offsets; --json still works', async function () {
+      requireTool(this, 'nbdinfo');
+      h = await startServer({ '': { device: holeyDevice(data, HOLES), description: 'holey' } });
+      const uri = nbdUri(h.address);
+      const map = JSON.parse((await run('nbdinfo', ['--map', '--json', uri])).stdout) as Array<{ offset: number; length: number; type: number }>;
+      assert.deepEqual(
+        map.map((e) => [e.offset, e.length, e.type]),
+        [
+          [0, CHUNK, 3],
+          [CHUNK, 3 * CHUNK, 0],
+          [4 * CHUNK, 2 * CHUNK, 3],
+          [6 * CHUNK, 3 * CHUNK + 8192, 0],
+          [9 * CHUNK + 8192, 4096, 3],
+          [9 * CHUNK + 8192 + 4096, SIZE - (9 * CHUNK + 8192 + 4096), 0],
+        ],
+      );
+      const text = (await run('nbdinfo', ['--map', uri])).stdout;
+      assert.match(text, new RegExp(`^\\s*${4 * CHUNK}\\s+${2 * CHUNK}\\s+3\\s+hole,zero`, 'm'));
+      const info = JSON.parse((await run('nbdinfo', ['--json', uri])).stdout) as { protocol: string; exports: Array<Record<string, unknown>> };
+      assert.equal(info.exports[0]!['export-size'], SIZE);
+      assert.equal(info.exports[0]!['description'], 'holey');
+      assert.deepEqual(h.errors, []);
+    });
+
+    it('nbdcopy copies a holey export byte for byte and reads only its data', async function () {
+      requireTool(this, 'nbdcopy');
+      const dev = holeyDevice(data, HOLES);
+      h = await startServer({ '': { device: dev } });
+      const out = path.join(tmp.path, 'copy.img');
+      await run('nbdcopy', [nbdUri(h.address), out]);
+      const want = Buffer.from(data);
+      for (const x of HOLES) want.fill(0, x.offset, x.offset + x.length);
+      assert.ok((await readFile(out)).equals(want), 'copied bytes differ from the export');
+      const holeBytes = HOLES.reduce((n, x) => n + x.length, 0);
+      assert.ok(dev.extentCalls > 0, 'nbdcopy never asked for block status');
+      assert.ok(dev.bytesRead <= SIZE - holeBytes, `read ${dev.bytesRead} bytes of ${SIZE} (${holeBytes} in holes)`);
+      assert.deepEqual(h.errors, []);
     });
   });
 });

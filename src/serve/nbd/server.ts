@@ -1,6 +1,11 @@
 /**
  * An NBD server over BlockDevices: fixed-newstyle handshake (handshake.ts),
- * then simple replies to pipelined requests.
+ * then replies to pipelined requests: simple replies, or — for a client
+ * that negotiated structured replies — structured READ replies (data chunks,
+ * hole chunks where the device's `extents` says zeros, errors with a
+ * message) and `base:allocation` BLOCK_STATUS, so clients can skip holes.
+ * Other commands keep simple replies, which the spec allows for replies
+ * without payload.
  *
  * Transmission: the request loop keeps reading requests while earlier ones
  * are served; each reply is written as one corked header+payload as soon as
@@ -28,10 +33,29 @@ import net from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { UsageError } from '../../errors.js';
 import { isWritable } from '../../blockdev/device.js';
-import type { BlockDevice } from '../../blockdev/device.js';
+import type { BlockDevice, Extent } from '../../blockdev/device.js';
 import { advertisedBlockSizes, DEFAULT_PREFERRED_BLOCK_SIZE, negotiate } from './handshake.js';
-import type { HandshakeExport } from './handshake.js';
-import { Cmd, CmdFlag, commandName, decodeRequestHeader, encodeSimpleReply, Err, MAX_PAYLOAD, REQUEST_HEADER_SIZE, REQUEST_MAGIC, TxFlag } from './protocol.js';
+import type { HandshakeExport, Negotiated } from './handshake.js';
+import {
+  Cmd,
+  CmdFlag,
+  commandName,
+  decodeRequestHeader,
+  encodeBlockStatusChunk,
+  encodeChunkHeader,
+  encodeDataChunkHead,
+  encodeErrorChunk,
+  encodeHoleChunk,
+  encodeSimpleReply,
+  Err,
+  MAX_PAYLOAD,
+  ReplyFlag,
+  ReplyType,
+  REQUEST_HEADER_SIZE,
+  REQUEST_MAGIC,
+  State,
+  TxFlag,
+} from './protocol.js';
 import type { CommandName, RequestHeader } from './protocol.js';
 import { SocketReader } from './socket-reader.js';
 
@@ -45,7 +69,7 @@ export type NbdListen = { readonly unix: string } | { readonly tcp: { readonly h
 export type NbdAddress = { readonly unix: string } | { readonly tcp: { readonly host: string; readonly port: number } };
 
 export type NbdErrorEvent =
-  /** The device failed a request; the client got EIO. */
+  /** The device failed a request (a read, write, flush, or mapping its extents); the client got EIO. */
   | { readonly kind: 'device'; readonly connection: number; readonly command: CommandName; readonly offset: number; readonly length: number; readonly error: unknown }
   /** The client broke the protocol; its connection was closed. */
   | { readonly kind: 'protocol'; readonly connection: number; readonly reason: string };
@@ -248,6 +272,18 @@ function listenOn(server: Server, opts: net.ListenOptions, what: string): Promis
   });
 }
 
+/** BLOCK_STATUS maps at most this much of a request (the spec lets a reply cover less than asked, from the start). */
+const MAX_STATUS_SPAN = 1024 * 1024 * 1024;
+/** …and sends at most this many descriptors (32 KiB of reply). */
+const MAX_STATUS_DESCRIPTORS = 4096;
+/** A structured READ whose extents split into more runs than this is read and sent as one data chunk. */
+const MAX_READ_RUNS = 64;
+
+/** Queues a finished reply: the error value sent and the bytes that make it up. */
+type Finish = (error: number, wire: readonly Buffer[]) => void;
+/** Queues an error reply, structured (with the message) or simple as the request needs. */
+type Fail = (error: number, message: string) => void;
+
 /** Thrown out of the request loop to stop reading (shutdown, DISC). */
 class StopReading extends Error {}
 
@@ -265,7 +301,9 @@ class Connection {
   /** Shared by every request of the connection (up to maxInFlight listeners at once). */
   readonly #abort = abortControllerWithoutListenerCap();
   /** Requests read but not yet answered, by an internal sequence number. */
-  readonly #pending = new Map<number, { readonly cookie: bigint; readonly bytes: number }>();
+  readonly #pending = new Map<number, { readonly cookie: bigint; readonly bytes: number; readonly structured: boolean }>();
+  /** What the handshake agreed (set when transmission starts). */
+  #negotiated: Negotiated = { structuredReplies: false, allocationContext: null };
   #seq = 0;
   #inFlightBytes = 0;
   /** Writes not yet finished, so FLUSH can wait for those issued before it. */
@@ -312,6 +350,7 @@ class Connection {
       switch (outcome.kind) {
         case 'transmission':
           this.#transmitting = true;
+          this.#negotiated = outcome.negotiated;
           await this.#transmit(outcome.export as ServedExport);
           return;
         case 'rejected':
@@ -348,7 +387,7 @@ class Connection {
   /** Grace period over: fail whatever is left with ESHUTDOWN and close. */
   forceClose(): void {
     this.#abort.abort();
-    for (const [seq, p] of [...this.#pending]) this.#reply(seq, p.cookie, Err.ESHUTDOWN, undefined);
+    for (const [seq, p] of [...this.#pending]) this.#reply(seq, errorReply(p.cookie, p.structured, Err.ESHUTDOWN, 'the server shut down'));
     this.#reader.cancel(new StopReading('shut down'));
     this.#socket.end();
     this.#destroyLater();
@@ -394,22 +433,25 @@ class Connection {
 
       const seq = this.#seq++;
       const bytes = h.type === Cmd.READ || wantsPayload ? h.length : 0;
-      this.#pending.set(seq, { cookie: h.cookie, bytes });
+      // With structured replies, READ must never get a simple reply, and BLOCK_STATUS only exists structured.
+      const structured = this.#negotiated.structuredReplies && (h.type === Cmd.READ || h.type === Cmd.BLOCK_STATUS);
+      this.#pending.set(seq, { cookie: h.cookie, bytes, structured });
       this.#inFlightBytes += bytes;
-      const done = (error: number, data?: Buffer): void => {
-        this.#reply(seq, h.cookie, error, data);
+      const finish: Finish = (error, wire) => {
+        this.#reply(seq, wire);
         this.#emitRequest(h, started, error);
       };
+      const fail: Fail = (error, message) => finish(error, errorReply(h.cookie, structured, error, message));
       if (this.#shuttingDown) {
-        done(Err.ESHUTDOWN);
+        fail(Err.ESHUTDOWN, 'the server is shutting down');
         continue;
       }
-      const invalid = checkRequest(h, exp);
-      if (invalid !== Err.OK) {
-        done(invalid);
+      const refused = checkRequest(h, exp, this.#negotiated);
+      if (refused !== null) {
+        fail(refused.error, refused.message);
         continue;
       }
-      this.#serve(h, exp, payload, done);
+      this.#serve(h, exp, payload, structured, finish, fail);
     }
     // DISC, shutdown or a vanished client: answer what is in flight, then close.
     while (this.#pending.size > 0 && !this.#isClosed) await this.#changed();
@@ -417,35 +459,44 @@ class Connection {
     this.#destroyLater();
   }
 
-  /** Starts the device work for a valid request; `done` is called exactly once. */
-  #serve(h: RequestHeader, exp: ServedExport, payload: Buffer | undefined, done: (error: number, data?: Buffer) => void): void {
+  /** Starts the device work for a valid request; `finish` or `fail` is called exactly once. */
+  #serve(h: RequestHeader, exp: ServedExport, payload: Buffer | undefined, structured: boolean, finish: Finish, fail: Fail): void {
     const offset = Number(h.offset);
     const signal = this.#abort.signal;
-    const fail = (e: unknown): void => {
+    const failed = (e: unknown): void => {
       if (signal.aborted) {
-        done(Err.ESHUTDOWN); // the connection is gone or being torn down; a reply (if any) says so
+        fail(Err.ESHUTDOWN, 'the connection is closing'); // the connection is gone or being torn down; a reply (if any) says so
         return;
       }
       this.#report({ kind: 'device', connection: this.#id, command: commandName(h.type), offset, length: h.length, error: e });
-      done(Err.EIO);
+      // The cause stays in onError: clients learn the range, not the server's internals.
+      fail(Err.EIO, `${commandName(h.type)} of ${h.length} bytes at offset ${offset} failed on the server`);
     };
+    const done = (error: number): void => finish(error, [encodeSimpleReply(error, h.cookie)]);
     const device = exp.device;
     switch (h.type) {
       case Cmd.READ:
+        if (structured) {
+          readStructured(device, h, signal).then((wire) => finish(Err.OK, wire), failed).catch(failed);
+          return;
+        }
         if (h.length === 0) {
-          done(Err.OK, Buffer.alloc(0));
+          done(Err.OK);
           return;
         }
         attempt(() => device.read(offset, h.length, signal)).then((data) => {
           if (data.length !== h.length) throw new Error(`device returned ${data.length} bytes for a ${h.length}-byte read at ${offset}`);
-          done(Err.OK, data);
-        }, fail).catch(fail);
+          finish(Err.OK, [encodeSimpleReply(Err.OK, h.cookie), data]);
+        }, failed).catch(failed);
+        return;
+      case Cmd.BLOCK_STATUS:
+        blockStatus(device, h, this.#negotiated.allocationContext!, signal).then((wire) => finish(Err.OK, wire), failed).catch(failed);
         return;
       case Cmd.WRITE: {
         const p = h.length === 0 ? Promise.resolve() : attempt(() => device.write!(offset, payload!, signal));
         // FUA is never advertised; if a client sets it anyway, honour it.
         const durable = (h.flags & CmdFlag.FUA) !== 0 ? p.then(() => device.flush?.()) : p;
-        const tracked = durable.then(() => done(Err.OK), fail);
+        const tracked = durable.then(() => done(Err.OK), failed);
         this.#writes.add(tracked);
         void tracked.finally(() => this.#writes.delete(tracked));
         return;
@@ -455,7 +506,7 @@ class Connection {
         const before = [...this.#writes];
         Promise.allSettled(before)
           .then(() => attempt(async () => device.flush?.()))
-          .then(() => done(Err.OK), fail);
+          .then(() => done(Err.OK), failed);
         return;
       }
       case Cmd.CACHE:
@@ -466,16 +517,15 @@ class Connection {
     }
   }
 
-  /** Queues one reply (header and payload corked into one write) and frees its slot. */
-  #reply(seq: number, cookie: bigint, error: number, data: Buffer | undefined): void {
+  /** Queues one reply (all its buffers corked into one write, so replies never interleave) and frees its slot. */
+  #reply(seq: number, wire: readonly Buffer[]): void {
     const p = this.#pending.get(seq);
     if (p === undefined) return; // already answered (forceClose) or the connection is gone
     this.#pending.delete(seq);
     this.#inFlightBytes -= p.bytes;
     if (!this.#socket.destroyed && this.#socket.writable) {
       this.#socket.cork();
-      this.#socket.write(encodeSimpleReply(error, cookie));
-      if (error === Err.OK && data !== undefined && data.length > 0) this.#socket.write(data);
+      for (const b of wire) if (b.length > 0) this.#socket.write(b);
       this.#socket.uncork();
     }
     if (this.#shuttingDown && this.#pending.size === 0) this.#reader.cancel(new StopReading('shutting down'));
@@ -560,28 +610,104 @@ function attempt<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The error a request gets before any device work, or OK. */
-function checkRequest(h: RequestHeader, exp: ServedExport): number {
-  // FUA is tolerated everywhere (some clients set it loosely); any other flag is invalid here.
-  if ((h.flags & ~CmdFlag.FUA) !== 0) return Err.EINVAL;
+/** An error reply: an ERROR chunk with `message` (and DONE) when structured, else a simple reply. */
+function errorReply(cookie: bigint, structured: boolean, error: number, message: string): Buffer[] {
+  return [structured ? encodeErrorChunk(ReplyFlag.DONE, cookie, error, message) : encodeSimpleReply(error, cookie)];
+}
+
+/** Why a request is refused before any device work (error value and a message for structured replies), or null. */
+function checkRequest(h: RequestHeader, exp: ServedExport, negotiated: Negotiated): { readonly error: number; readonly message: string } | null {
+  const invalid = (message: string): { error: number; message: string } => ({ error: Err.EINVAL, message });
+  // FUA is tolerated everywhere (some clients set it loosely); REQ_ONE belongs to BLOCK_STATUS; nothing else is offered.
+  const allowed = CmdFlag.FUA | (h.type === Cmd.BLOCK_STATUS ? CmdFlag.REQ_ONE : 0);
+  if ((h.flags & ~allowed) !== 0) return invalid(`command flags 0x${h.flags.toString(16)} are not supported for ${commandName(h.type)}`);
   const inRange = h.offset + BigInt(h.length) <= BigInt(exp.size);
+  const outside = invalid(`${h.length} bytes at offset ${h.offset} lie outside the ${exp.size}-byte export`);
   switch (h.type) {
     case Cmd.READ:
-      return h.length > MAX_PAYLOAD || !inRange ? Err.EINVAL : Err.OK;
+      if (h.length > MAX_PAYLOAD) return invalid(`a read of ${h.length} bytes exceeds the ${MAX_PAYLOAD}-byte maximum`);
+      return inRange ? null : outside;
     case Cmd.WRITE:
-      if (!exp.writable) return Err.EPERM;
-      return inRange ? Err.OK : Err.EINVAL;
+      if (!exp.writable) return { error: Err.EPERM, message: 'the export is read-only' };
+      return inRange ? null : outside;
     case Cmd.TRIM:
     case Cmd.WRITE_ZEROES:
       // Not advertised: EPERM on a read-only export (as the spec asks), EINVAL otherwise.
-      return exp.writable ? Err.EINVAL : Err.EPERM;
+      return exp.writable ? invalid(`${commandName(h.type)} is not supported`) : { error: Err.EPERM, message: 'the export is read-only' };
     case Cmd.FLUSH:
-      return Err.OK;
+      return null;
     case Cmd.CACHE:
-      return inRange ? Err.OK : Err.EINVAL;
+      return inRange ? null : outside;
+    case Cmd.BLOCK_STATUS:
+      // Only with a context selected (which needs structured replies); else EINVAL, as the spec asks.
+      if (negotiated.allocationContext === null) return invalid('block status needs the base:allocation metadata context (SET_META_CONTEXT)');
+      if (h.length === 0) return invalid('block status of 0 bytes');
+      return inRange ? null : outside;
     default:
-      return Err.EINVAL; // BLOCK_STATUS (no structured replies) and unknown commands
+      return invalid(`command ${h.type} is not supported`);
   }
+}
+
+/** Checks a device's extents cover exactly `length` bytes in non-empty runs (a device bug must not reach the wire). */
+function checkedExtents(runs: readonly Extent[], offset: number, length: number): readonly Extent[] {
+  let sum = 0;
+  for (const r of runs) {
+    if (!Number.isSafeInteger(r.length) || r.length <= 0) throw new Error(`device mapped an extent of ${r.length} bytes at ${offset + sum}`);
+    sum += r.length;
+  }
+  if (sum !== length) throw new Error(`device mapped ${sum} bytes for ${length} bytes at ${offset}`);
+  return runs;
+}
+
+/**
+ * A structured READ reply: with a device that knows its extents, zero runs
+ * as OFFSET_HOLE chunks (not read at all) and each data run read and sent as
+ * OFFSET_DATA; otherwise one OFFSET_DATA chunk. Every read completes before
+ * any chunk is built, so the DONE flag on the last chunk can never precede
+ * an error. A zero-length read is answered with a lone NONE chunk.
+ */
+async function readStructured(device: BlockDevice, h: RequestHeader, signal: AbortSignal): Promise<Buffer[]> {
+  const offset = Number(h.offset);
+  if (h.length === 0) return [encodeChunkHeader(ReplyFlag.DONE, ReplyType.NONE, h.cookie, 0)];
+  let runs: readonly Extent[] = [{ length: h.length, zero: false }];
+  if (device.extents !== undefined) {
+    const mapped = checkedExtents(await attempt(() => device.extents!(offset, h.length, signal)), offset, h.length);
+    // Many small runs (an overlay with scattered writes) cost more in chunks and reads than they save.
+    if (mapped.length <= MAX_READ_RUNS) runs = mapped;
+  }
+  let at = offset;
+  const parts = await Promise.all(
+    runs.map(async (r) => {
+      const from = at;
+      at += r.length;
+      if (r.zero) return { from, length: r.length, data: null };
+      const data = await attempt(() => device.read(from, r.length, signal));
+      if (data.length !== r.length) throw new Error(`device returned ${data.length} bytes for a ${r.length}-byte read at ${from}`);
+      return { from, length: r.length, data };
+    }),
+  );
+  const wire: Buffer[] = [];
+  parts.forEach((p, i) => {
+    const flags = i === parts.length - 1 ? ReplyFlag.DONE : 0;
+    if (p.data === null) wire.push(encodeHoleChunk(flags, h.cookie, p.from, p.length));
+    else wire.push(encodeDataChunkHead(flags, h.cookie, p.from, p.length), p.data);
+  });
+  return wire;
+}
+
+/**
+ * A BLOCK_STATUS reply for `base:allocation`: descriptors from the start of
+ * the range (at most MAX_STATUS_SPAN bytes and MAX_STATUS_DESCRIPTORS of
+ * them; one with REQ_ONE), zero runs as HOLE|ZERO, data as 0. A device
+ * without `extents` is data throughout.
+ */
+async function blockStatus(device: BlockDevice, h: RequestHeader, contextId: number, signal: AbortSignal): Promise<Buffer[]> {
+  const offset = Number(h.offset);
+  const span = Math.min(h.length, MAX_STATUS_SPAN);
+  const runs = device.extents === undefined ? [{ length: span, zero: false }] : checkedExtents(await attempt(() => device.extents!(offset, span, signal)), offset, span);
+  const limit = (h.flags & CmdFlag.REQ_ONE) !== 0 ? 1 : MAX_STATUS_DESCRIPTORS;
+  const descriptors = runs.slice(0, limit).map((r) => ({ length: r.length, flags: r.zero ? State.HOLE | State.ZERO : 0 }));
+  return [encodeBlockStatusChunk(ReplyFlag.DONE, h.cookie, contextId, descriptors)];
 }
 
 /** Node warns past 10 listeners on one signal; a connection legitimately has one per request in flight. */
