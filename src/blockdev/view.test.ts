@@ -18,18 +18,8 @@ import type { Store } from '../store/store.js';
 import { MemoryTier, RecordingOrigin, until } from '../testing/cache-doubles.js';
 import { publishSmallImage, sealRandomImage, type PublishedImage, type SealedRandomImage } from '../testing/published-image.js';
 import { ChunkView, MAX_VIEW_READ, type ChunkViewOptions } from './view.js';
+import { seededRandom as rng } from '../cache/trace-gen.js';
 
-/** mulberry32: seeded, so a failing range can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const CHUNK = 64 * 1024;
 /** Interior holes, a hole at the start, and a last chunk of 3 blocks. */

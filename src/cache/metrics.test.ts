@@ -1,17 +1,7 @@
 import assert from 'node:assert/strict';
 import { formatMetrics, LatencyHistogram, ReadPathMetrics } from './metrics.js';
+import { seededRandom as rng } from './trace-gen.js';
 
-/** A small seeded PRNG (mulberry32), so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The nearest-rank percentile of sorted samples: what the histogram approximates. */
 function exactPercentile(sorted: readonly number[], p: number): number {

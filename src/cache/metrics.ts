@@ -107,7 +107,7 @@ export interface LatencySnapshot {
   readonly max: number;
 }
 
-function latencySnapshot(h: LatencyHistogram): LatencySnapshot {
+export function latencySnapshot(h: LatencyHistogram): LatencySnapshot {
   return { count: h.count, mean: h.mean, min: h.min, p50: h.percentile(50), p90: h.percentile(90), p99: h.percentile(99), p999: h.percentile(99.9), max: h.max };
 }
 

@@ -7,7 +7,7 @@
 import type { BlockDevice } from '../blockdev/device.js';
 import { cowOverlay } from '../blockdev/overlay.js';
 import type { PrefetchHandle, PrefetchResult } from '../blockdev/view.js';
-import { LatencyHistogram, type LatencySnapshot, type MetricsSnapshot } from '../cache/metrics.js';
+import { LatencyHistogram, latencySnapshot, type LatencySnapshot, type MetricsSnapshot } from '../cache/metrics.js';
 import { NbdServer, type NbdAddress, type NbdErrorEvent, type NbdListen } from './nbd/server.js';
 import { nbdUri } from './nbd/uri.js';
 import { openPublished, type OpenPublishedOptions, type PublishedImage } from './published.js';
@@ -89,7 +89,7 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
       prefetched: pf?.done,
       snapshot: () => ({
         ...image.snapshot(),
-        nbd: { requests: nbd.requests, errors: nbd.errors, latency: snapshotLatency(nbd.latency) },
+        nbd: { requests: nbd.requests, errors: nbd.errors, latency: latencySnapshot(nbd.latency) },
         ...(pf ? { prefetch: pf.progress() } : {}),
       }),
       close: () =>
@@ -110,6 +110,3 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
   }
 }
 
-function snapshotLatency(h: LatencyHistogram): LatencySnapshot {
-  return { count: h.count, mean: h.mean, min: h.min, p50: h.percentile(50), p90: h.percentile(90), p99: h.percentile(99), p999: h.percentile(99.9), max: h.max };
-}
